@@ -1,0 +1,70 @@
+"""structattn: attention as a structured linear operator.
+
+Exact softmax attention is the dense reference; every efficient mechanism is a
+structured mask applied to a low-rank kernel, an approximation with a budget, a sparse
+graph, or the solution of an optimization problem.  The same code runs on numpy arrays
+(with numba kernels for hot loops) and torch tensors (CPU or CUDA, with autograd).
+"""
+
+from . import masks
+from .attention import (
+    FeatureMapAttention,
+    NormalizerWarning,
+    SoftmaxAttention,
+    attention_matrix,
+    kernel_attention,
+    softmax_attention,
+)
+from .backends import BACKENDS
+from .features import (
+    EluFeatures,
+    FeatureMap,
+    PositiveRandomFeatures,
+    RandomFeatureMap,
+    ReluFeatures,
+    TrigonometricRandomFeatures,
+    gaussian_projection,
+    orthogonal_gaussian,
+)
+from .masks import (
+    Causal,
+    DecayedCausal,
+    Dense,
+    Full,
+    Hadamard,
+    Kronecker,
+    LowRank,
+    Mask,
+    StructureWarning,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "Causal",
+    "DecayedCausal",
+    "Dense",
+    "EluFeatures",
+    "FeatureMap",
+    "FeatureMapAttention",
+    "Full",
+    "Hadamard",
+    "Kronecker",
+    "LowRank",
+    "Mask",
+    "NormalizerWarning",
+    "PositiveRandomFeatures",
+    "RandomFeatureMap",
+    "ReluFeatures",
+    "SoftmaxAttention",
+    "StructureWarning",
+    "TrigonometricRandomFeatures",
+    "__version__",
+    "attention_matrix",
+    "gaussian_projection",
+    "kernel_attention",
+    "masks",
+    "orthogonal_gaussian",
+    "softmax_attention",
+]

@@ -1,0 +1,215 @@
+"""Array-namespace helpers and input validation shared by every public entry point.
+
+Everything in :mod:`structattn` is written once against the array API
+(:func:`array_api_compat.array_namespace`), so the same code runs on numpy arrays and
+torch tensors (CPU or CUDA, with autograd).  This module is the only place that knows
+how to tell the two apart, how to move a mask's numpy parameters onto a tensor's
+device, and how to validate user input with error messages that name the argument,
+what it got and what it expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "as_generator",
+    "as_like",
+    "describe_array",
+    "dtype_name",
+    "is_numpy",
+    "is_torch",
+    "namespace",
+    "validate_attention_inputs",
+    "validate_float_array",
+    "validate_same_kind",
+]
+
+#: Floating dtypes the library computes in (names as numpy and torch spell them).
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def is_torch(x: Any) -> bool:
+    """Return True when ``x`` is a torch tensor (without importing torch)."""
+    return array_api_compat.is_torch_array(x)
+
+
+def is_numpy(x: Any) -> bool:
+    """Return True when ``x`` is a numpy ndarray."""
+    return isinstance(x, np.ndarray)
+
+
+def namespace(*arrays: Any):
+    """Array-API namespace of ``arrays`` (numpy or torch, wrapped by array-api-compat)."""
+    return array_api_compat.array_namespace(*arrays)
+
+
+def dtype_name(x: Any) -> str:
+    """The dtype of an array as a short string, e.g. ``'float32'`` for numpy and torch."""
+    return str(x.dtype).replace("torch.", "")
+
+
+def describe_array(x: Any) -> str:
+    """A one-line description used in error messages: kind, shape, dtype, device."""
+    if is_torch(x):
+        return f"torch.Tensor(shape={tuple(x.shape)}, dtype={dtype_name(x)}, device={x.device})"
+    if is_numpy(x):
+        return f"numpy.ndarray(shape={x.shape}, dtype={x.dtype})"
+    return f"{type(x).__name__}"
+
+
+def validate_float_array(
+    x: Any,
+    name: str,
+    *,
+    min_ndim: int = 1,
+    check_finite: bool = True,
+) -> None:
+    """Check that ``x`` is a floating numpy array or torch tensor.
+
+    Parameters
+    ----------
+    x : array
+        The candidate array.
+    name : str
+        Argument name used in error messages.
+    min_ndim : int
+        Minimum number of dimensions.
+    check_finite : bool
+        Scan for NaN/Inf (one reduction, O(size)).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is neither a numpy array nor a torch tensor, or is not float32/float64.
+    ValueError
+        If ``x`` has fewer than ``min_ndim`` dimensions or contains NaN/Inf.
+    """
+    if not (is_numpy(x) or is_torch(x)):
+        raise TypeError(
+            f"{name} must be a numpy.ndarray or torch.Tensor, got {type(x).__name__}"
+        )
+    if dtype_name(x) not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have a floating dtype in {FLOAT_DTYPES}, got {dtype_name(x)}"
+        )
+    if x.ndim < min_ndim:
+        raise ValueError(
+            f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}"
+        )
+    if check_finite:
+        xp = namespace(x)
+        if not bool(xp.all(xp.isfinite(x))):
+            raise ValueError(f"{name} contains NaN or Inf values ({describe_array(x)})")
+
+
+def validate_same_kind(arrays: Mapping[str, Any]) -> None:
+    """Check that all arrays are of one kind (numpy or torch), one dtype and one device.
+
+    Raises
+    ------
+    TypeError
+        On a mix of numpy and torch, or of dtypes.
+    ValueError
+        On a mix of torch devices.
+    """
+    items = [(n, a) for n, a in arrays.items() if a is not None]
+    if not items:
+        return
+    first_name, first = items[0]
+    for name, a in items[1:]:
+        if is_torch(a) != is_torch(first):
+            raise TypeError(
+                f"{name} and {first_name} must both be numpy arrays or both torch tensors; "
+                f"got {describe_array(a)} and {describe_array(first)}"
+            )
+        if dtype_name(a) != dtype_name(first):
+            raise TypeError(
+                f"{name} must have the same dtype as {first_name} ({dtype_name(first)}), "
+                f"got {dtype_name(a)}"
+            )
+        if is_torch(a) and a.device != first.device:
+            raise ValueError(
+                f"{name} must be on the same device as {first_name} ({first.device}), "
+                f"got {a.device}"
+            )
+
+
+def validate_attention_inputs(
+    q: Any, k: Any, v: Any, *, check_finite: bool = True
+) -> tuple[tuple[int, ...], int, int, int, int]:
+    """Validate ``q (..., L_q, d)``, ``k (..., L_k, d)``, ``v (..., L_k, d_v)``.
+
+    Leading (batch, head) dimensions must be identical for the three inputs: structattn
+    does not broadcast attention inputs silently.
+
+    Returns
+    -------
+    batch_shape, L_q, L_k, d, d_v
+    """
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        validate_float_array(a, name, min_ndim=2, check_finite=check_finite)
+    validate_same_kind({"q": q, "k": k, "v": v})
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same feature size d; got q.shape={tuple(q.shape)} "
+            f"(d={q.shape[-1]}) and k.shape={tuple(k.shape)} (d={k.shape[-1]})"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same length L_k; got k.shape={tuple(k.shape)} "
+            f"and v.shape={tuple(v.shape)}"
+        )
+    batch = tuple(q.shape[:-2])
+    for name, a in (("k", k), ("v", v)):
+        if tuple(a.shape[:-2]) != batch:
+            raise ValueError(
+                f"{name} must have the same leading (batch, head) dimensions as q, "
+                f"{batch}; got {tuple(a.shape[:-2])} (shape {tuple(a.shape)})"
+            )
+    return batch, int(q.shape[-2]), int(k.shape[-2]), int(q.shape[-1]), int(v.shape[-1])
+
+
+def as_like(param: Any, like: Any) -> Any:
+    """Return ``param`` as an array of the same kind, dtype and device as ``like``.
+
+    A numpy parameter (mask coefficients, random projection) is moved onto a torch
+    tensor's device and dtype; a torch parameter stays a tensor (so gradients flow) but
+    is cast to ``like``'s dtype/device.  A torch parameter cannot be applied to a numpy
+    array: that raises ``TypeError`` instead of silently detaching the graph.
+    """
+    if is_torch(like):
+        import torch
+
+        if isinstance(param, np.ndarray):
+            param = np.ascontiguousarray(param)
+        return torch.as_tensor(param, dtype=like.dtype, device=like.device)
+    if is_torch(param):
+        raise TypeError(
+            "this operator holds torch tensors but was applied to a numpy array; "
+            "pass torch tensors, or build the operator from numpy arrays"
+        )
+    return np.asarray(param, dtype=like.dtype)
+
+
+def as_generator(seed: Any, name: str = "seed") -> np.random.Generator:
+    """Turn an explicit ``seed`` (int, SeedSequence or Generator) into a Generator.
+
+    ``None`` is refused: every random draw in structattn is reproducible from an explicit
+    seed.  A Generator passed in is used (and advanced) as is.
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (np.random.SeedSequence,)) or (
+        isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0
+    ):
+        return np.random.default_rng(seed)
+    raise TypeError(
+        f"{name} must be a non-negative int, a numpy SeedSequence or a numpy Generator, "
+        f"got {seed!r}; structattn never draws from an implicit global random state"
+    )

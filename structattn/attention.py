@@ -1,0 +1,390 @@
+"""Exact softmax attention (the reference) and masked kernel attention (the central operator).
+
+Shapes follow :func:`torch.nn.functional.scaled_dot_product_attention`: queries
+``(..., L_q, d)``, keys ``(..., L_k, d)``, values ``(..., L_k, d_v)``, output
+``(..., L_q, d_v)``; ``...`` is any number of batch/head dimensions, identical for the
+three inputs.  numpy in → numpy out; torch in → torch out on the same device and dtype.
+
+Masks are **multiplicative**: a :class:`~structattn.masks.Mask` (or a boolean array,
+True = keep) multiplies the unnormalized attention weights,
+
+* ``softmax_attention``: ``Y = rownormalize(M ⊙ exp(Q Kᵀ · scale)) V``;
+* ``kernel_attention``: ``Y = rownormalize(M ⊙ φ(Q) φ(K)ᵀ) V``, computed as one
+  structured product ``M.masked_matmul(φ(Q), φ(K), [V, 1])`` that yields the numerator
+  and the normalizer together, without forming any ``L_q x L_k`` matrix.
+
+A float array is *not* accepted as a mask, because other libraries read float masks as
+additive biases; wrap it in :class:`~structattn.masks.Dense` to multiply, or pass
+``Dense(np.exp(bias))`` for an additive bias.  Rows whose normalizer is exactly zero
+(every key masked out) give zero output, never NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._array import (
+    as_like,
+    dtype_name,
+    is_numpy,
+    is_torch,
+    namespace,
+    validate_attention_inputs,
+    validate_float_array,
+)
+from .backends import resolve_backend
+from .features import FeatureMap
+from .masks import Causal, Dense, Full, Hadamard, Mask
+
+__all__ = [
+    "FeatureMapAttention",
+    "NormalizerWarning",
+    "SoftmaxAttention",
+    "attention_matrix",
+    "kernel_attention",
+    "softmax_attention",
+]
+
+
+class NormalizerWarning(RuntimeWarning):
+    """Some attention normalizers were non-positive (signed features or signed masks)."""
+
+
+# ------------------------------------------------------------------------- helpers
+def _resolve_mask(mask: Any, causal: bool, L_q: int, L_k: int) -> Mask | None:
+    """Validate ``mask``/``causal`` against the sequence lengths; combine them."""
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
+    if mask is not None and not isinstance(mask, Mask):
+        if not (is_numpy(mask) or is_torch(mask)):
+            raise TypeError(
+                f"mask must be a structattn Mask or a boolean array, got {type(mask).__name__}"
+            )
+        if dtype_name(mask) != "bool":
+            raise TypeError(
+                f"mask arrays must be boolean (True = keep), got dtype {dtype_name(mask)}; "
+                "a float array is ambiguous (multiplicative or additive?): wrap it as "
+                "masks.Dense(matrix) to multiply the attention weights"
+            )
+        mask = Dense(mask)
+    if mask is not None and mask.shape != (L_q, L_k):
+        raise ValueError(
+            f"mask has shape {mask.shape} but the attention is L_q x L_k = {L_q} x {L_k}; "
+            f"build the mask for these lengths"
+        )
+    if causal:
+        if L_q != L_k:
+            raise ValueError(
+                f"causal=True needs L_q == L_k (top-left aligned square mask), got "
+                f"L_q={L_q} and L_k={L_k}; pass an explicit mask instead"
+            )
+        mask = Causal(L_q) if mask is None else Hadamard(mask, Causal(L_q))
+    return mask
+
+
+def _is_causal(mask: Mask | None) -> bool:
+    """True when the mask is (a Hadamard product containing) a causal mask."""
+    from .masks.causal import _CausalBase
+
+    if isinstance(mask, _CausalBase):
+        return True
+    if isinstance(mask, Hadamard):
+        return _is_causal(mask.left) or _is_causal(mask.right)
+    return False
+
+
+def _check_scale(scale: Any, d: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating)):
+        raise TypeError(f"scale must be a real number or None, got {scale!r}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale!r}")
+    return float(scale)
+
+
+def _safe_divide(num: Any, den: Any) -> Any:
+    """``num / den`` row-wise, 0 where ``den == 0`` (no NaN, gradients stay finite)."""
+    xp = namespace(num, den)
+    nonzero = den != 0
+    return xp.where(nonzero, num / xp.where(nonzero, den, xp.ones_like(den)), xp.zeros_like(num))
+
+
+def _warn_nonpositive(den: Any, what: str) -> None:
+    xp = namespace(den)
+    bad = int(xp.sum(xp.astype(den <= 0, xp.int64)))
+    if bad:
+        warnings.warn(
+            f"{bad} attention normalizer(s) are <= 0 ({what}); outputs of those rows are "
+            "unreliable (zero normalizers give zero rows)",
+            NormalizerWarning,
+            stacklevel=3,
+        )
+
+
+def _weights_softmax(q: Any, k: Any, mask: Mask | None, scale: float) -> Any:
+    """Unnormalized, stabilized ``M ⊙ exp(S - rowmax)`` with ``S = Q Kᵀ · scale``."""
+    xp = namespace(q, k)
+    S = (q @ xp.matrix_transpose(k)) * scale
+    if mask is None:
+        return xp.exp(S - xp.max(S, axis=-1, keepdims=True))
+    W = mask.to_dense(like=q)
+    keep = W != 0
+    neg_inf = as_like(np.array(-np.inf), q)
+    S_kept = xp.where(keep, S, neg_inf)
+    row_max = xp.max(S_kept, axis=-1, keepdims=True)
+    row_max = xp.where(xp.isfinite(row_max), row_max, xp.zeros_like(row_max))
+    return W * xp.exp(S_kept - row_max)
+
+
+def _features(q: Any, k: Any, feature_map: FeatureMap, causal: bool) -> tuple[Any, Any]:
+    if not isinstance(feature_map, FeatureMap):
+        raise TypeError(
+            f"feature_map must be a structattn FeatureMap, got {type(feature_map).__name__}"
+        )
+    return feature_map.queries(q), feature_map.keys(k, causal=causal)
+
+
+# ---------------------------------------------------------------------- functions
+def softmax_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    mask: Mask | Any | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> Any:
+    """Exact (masked) softmax attention: the dense reference.
+
+    ``Y = rownormalize(M ⊙ exp(Q Kᵀ · scale)) V``, stabilized by subtracting each row's
+    maximum over its unmasked scores.
+
+    Parameters
+    ----------
+    q : array, shape (..., L_q, d)
+    k : array, shape (..., L_k, d)
+    v : array, shape (..., L_k, d_v)
+        numpy arrays or torch tensors of one dtype (float32/float64) and device, with
+        identical leading (batch, head) dimensions.
+    mask : Mask or bool array of shape (..., L_q, L_k), optional
+        Multiplies the exponentiated scores (True = keep for boolean arrays).
+    causal : bool, default False
+        Multiply by the causal mask (``j <= i``; needs ``L_q == L_k``).
+    scale : float, optional
+        Score scale; default ``d**-0.5``.
+    backend : {"auto", "numpy", "numba", "torch"}
+        numpy and numba run the same numpy code here (there is no hot loop).
+    check_finite : bool, default True
+        Reject NaN/Inf inputs.
+
+    Returns
+    -------
+    array, shape (..., L_q, d_v)
+
+    Notes
+    -----
+    ``O(L_q·L_k·(d + d_v))`` time and ``O(L_q·L_k)`` memory per batch element.  Rows
+    with every key masked out return zeros.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from structattn import softmax_attention
+    >>> q = k = v = np.eye(2)[None]
+    >>> softmax_attention(q, k, v, causal=True).round(3)
+    array([[[1.   , 0.   ],
+            [0.33 , 0.67 ]]])
+    """
+    _, L_q, L_k, d, _ = validate_attention_inputs(q, k, v, check_finite=check_finite)
+    resolve_backend(backend, q, k, v)
+    mask = _resolve_mask(mask, causal, L_q, L_k)
+    E = _weights_softmax(q, k, mask, _check_scale(scale, d))
+    den = namespace(E).sum(E, axis=-1, keepdims=True)
+    if mask is not None and not mask.nonnegative:
+        _warn_nonpositive(den, "signed mask")
+    return _safe_divide(E @ v, den)
+
+
+def kernel_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    feature_map: FeatureMap,
+    *,
+    mask: Mask | Any | None = None,
+    causal: bool = False,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> Any:
+    """Masked kernel (linear) attention ``rownormalize(M ⊙ φ(Q) φ(K)ᵀ) V``.
+
+    Computed as one structured product ``M.masked_matmul(φ(Q), φ(K), [V | 1])``, whose
+    last column is the normalizer; no ``L_q x L_k`` matrix is formed unless the mask is
+    itself dense.  With a softmax-approximating map and its default scale this
+    approximates ``softmax_attention(q, k, v, mask=mask, causal=causal)``.
+
+    Parameters
+    ----------
+    q : array, shape (..., L_q, d)
+    k : array, shape (..., L_k, d)
+    v : array, shape (..., L_k, d_v)
+    feature_map : FeatureMap
+        ``φ``; e.g. :class:`~structattn.features.PositiveRandomFeatures`.
+    mask : Mask or bool array, optional
+        Structured mask ``M`` (``L_q x L_k``).
+    causal : bool, default False
+        Multiply by the causal mask; the key features then use a causal stabilizer, so
+        rows ``<= i`` are bit-identical whatever the keys/values after ``i``.
+    backend : {"auto", "numpy", "numba", "torch"}
+        ``"numba"`` runs the causal scan one row at a time on numpy arrays; ``"torch"``
+        runs a chunked scan with an O(L·(m + d_v))-memory autograd.
+    check_finite : bool, default True
+
+    Returns
+    -------
+    array, shape (..., L_q, d_v)
+
+    Notes
+    -----
+    Time ``O(L·m·d) + T_M(m·(d_v + 1))``: ``O(L·m·d_v)`` without a mask or with a
+    causal mask (``m`` = number of features).  A row whose normalizer is exactly zero
+    gives zeros; non-positive normalizers (signed features or masks) raise a
+    :class:`NormalizerWarning`.
+    """
+    _, L_q, L_k, _, _ = validate_attention_inputs(q, k, v, check_finite=check_finite)
+    backend = resolve_backend(backend, q, k, v)
+    mask = _resolve_mask(mask, causal, L_q, L_k)
+    phi_q, phi_k = _features(q, k, feature_map, _is_causal(mask))
+    xp = namespace(v)
+    ones = xp.ones_like(v[..., :1])
+    v1 = xp.concat([v, ones], axis=-1)
+    operator = mask if mask is not None else Full(L_q, L_k)
+    out = operator.masked_matmul(phi_q, phi_k, v1, backend=backend, check_finite=False)
+    num, den = out[..., :-1], out[..., -1:]
+    if not (feature_map.nonnegative and operator.nonnegative):
+        _warn_nonpositive(den, "signed features or mask")
+    return _safe_divide(num, den)
+
+
+def attention_matrix(
+    q: Any,
+    k: Any,
+    *,
+    feature_map: FeatureMap | None = None,
+    mask: Mask | Any | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> Any:
+    """The dense ``(..., L_q, L_k)`` row-stochastic attention matrix (for studies).
+
+    Without ``feature_map``: ``rownormalize(M ⊙ exp(Q Kᵀ · scale))``, the matrix of
+    :func:`softmax_attention`.  With ``feature_map``:
+    ``rownormalize(M ⊙ φ(Q) φ(K)ᵀ)``, the matrix :func:`kernel_attention` applies
+    implicitly (same stabilized features, so ``P @ v`` equals its output).
+
+    Notes
+    -----
+    ``O(L_q·L_k·d)`` time and ``O(L_q·L_k)`` memory.
+    """
+    for name, a in (("q", q), ("k", k)):
+        validate_float_array(a, name, min_ndim=2, check_finite=check_finite)
+    # values are not needed; validate shapes with a zero-width stand-in
+    xp = namespace(q, k)
+    validate_attention_inputs(q, k, k[..., :0], check_finite=False)
+    resolve_backend(backend, q, k)
+    L_q, L_k, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    mask = _resolve_mask(mask, causal, L_q, L_k)
+    if feature_map is None:
+        W = _weights_softmax(q, k, mask, _check_scale(scale, d))
+    else:
+        if scale is not None:
+            raise ValueError(
+                "scale must be None when feature_map is given: the feature map holds "
+                "its own scale"
+            )
+        phi_q, phi_k = _features(q, k, feature_map, _is_causal(mask))
+        W = phi_q @ xp.matrix_transpose(phi_k)
+        if mask is not None:
+            W = W * mask.to_dense(like=q)
+    return _safe_divide(W, xp.sum(W, axis=-1, keepdims=True))
+
+
+# ---------------------------------------------------------------------- operators
+@dataclass(frozen=True, eq=False)
+class SoftmaxAttention:
+    """Exact softmax attention as an operator object (the study baseline).
+
+    Parameters
+    ----------
+    mask : Mask, optional
+    causal : bool, default False
+    scale : float, optional
+    backend : str, default "auto"
+    """
+
+    mask: Mask | None = None
+    causal: bool = False
+    scale: float | None = None
+    backend: str = "auto"
+
+    def __call__(self, q: Any, k: Any, v: Any) -> Any:
+        """Output ``(..., L_q, d_v)``; see :func:`softmax_attention`."""
+        return softmax_attention(
+            q, k, v, mask=self.mask, causal=self.causal, scale=self.scale, backend=self.backend
+        )
+
+    def matrix(self, q: Any, k: Any) -> Any:
+        """Dense attention matrix ``(..., L_q, L_k)``."""
+        return attention_matrix(
+            q, k, mask=self.mask, causal=self.causal, scale=self.scale, backend=self.backend
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMapAttention:
+    """Masked kernel attention with a fixed feature map, as an operator object.
+
+    Parameters
+    ----------
+    feature_map : FeatureMap
+    mask : Mask, optional
+    causal : bool, default False
+    backend : str, default "auto"
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from structattn import FeatureMapAttention, PositiveRandomFeatures
+    >>> op = FeatureMapAttention(PositiveRandomFeatures(dim=8, num_features=64, seed=0))
+    >>> x = np.random.default_rng(0).standard_normal((2, 16, 8))
+    >>> op(x, x, x).shape, op.matrix(x, x).shape
+    ((2, 16, 8), (2, 16, 16))
+    """
+
+    feature_map: FeatureMap
+    mask: Mask | None = None
+    causal: bool = False
+    backend: str = "auto"
+
+    def __call__(self, q: Any, k: Any, v: Any) -> Any:
+        """Output ``(..., L_q, d_v)``; see :func:`kernel_attention`."""
+        return kernel_attention(
+            q, k, v, self.feature_map, mask=self.mask, causal=self.causal, backend=self.backend
+        )
+
+    def matrix(self, q: Any, k: Any) -> Any:
+        """Dense implied attention matrix ``(..., L_q, L_k)``."""
+        return attention_matrix(
+            q, k, feature_map=self.feature_map, mask=self.mask, causal=self.causal,
+            backend=self.backend,
+        )

@@ -1,0 +1,121 @@
+"""Backend resolution and the registry of hot-loop kernels.
+
+``backends`` knows nothing of the operator classes: a kernel takes arrays and returns
+arrays.  Operators call :func:`kernel` with a kernel name and a resolved backend name;
+the implementation module is imported lazily, so numba compiles nothing at import and
+torch is only imported when torch tensors are used.
+
+Backends
+--------
+``"numpy"``
+    The array-API core on numpy arrays (vectorised numpy, no compilation).
+``"numba"``
+    numba-compiled CPU kernels for numpy arrays where a loop beats array operations.
+``"torch"``
+    The array-API core on torch tensors (CPU or CUDA) plus custom autograd Functions
+    where plain torch ops would waste memory.
+``"auto"``
+    torch for tensors; numba for numpy arrays when numba imports; numpy otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+from .._array import is_torch
+
+__all__ = ["BACKENDS", "kernel", "numba_available", "resolve_backend", "torch_available"]
+
+#: Accepted values of every public ``backend=`` argument.
+BACKENDS = ("auto", "numpy", "numba", "torch")
+
+# kernel name -> backend -> "module:function" (relative to this package)
+_KERNELS: dict[str, dict[str, str]] = {
+    "causal_masked_matmul": {
+        "numpy": ".scan:causal_masked_matmul",
+        "numba": ".numba.causal:causal_masked_matmul",
+        "torch": ".torch.causal:causal_masked_matmul",
+    },
+}
+
+
+@functools.cache
+def numba_available() -> bool:
+    """True when numba can be imported."""
+    return importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def torch_available() -> bool:
+    """True when torch can be imported."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def resolve_backend(backend: str, *arrays: Any) -> str:
+    """Turn a user's ``backend=`` argument into a concrete backend name.
+
+    Parameters
+    ----------
+    backend : {"auto", "numpy", "numba", "torch"}
+        The requested backend.
+    *arrays : array
+        The inputs of the call (None entries are ignored).
+
+    Returns
+    -------
+    str
+        One of ``"numpy"``, ``"numba"``, ``"torch"``.
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is not a known name.
+    TypeError
+        If the backend cannot take the inputs (torch backend with numpy arrays or the
+        other way round).
+    ImportError
+        If ``backend="numba"`` is requested and numba is not installed.
+    """
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    torch_input = any(is_torch(a) for a in arrays if a is not None)
+    if backend == "auto":
+        if torch_input:
+            return "torch"
+        return "numba" if numba_available() else "numpy"
+    if backend == "torch" and not torch_input:
+        raise TypeError(
+            "backend='torch' requires torch tensors, got numpy arrays; convert them with "
+            "torch.as_tensor(...) or use backend='numpy'/'numba'"
+        )
+    if backend in ("numpy", "numba") and torch_input:
+        raise TypeError(
+            f"backend={backend!r} requires numpy arrays, got torch tensors; use "
+            "backend='torch' (or 'auto'), or convert with tensor.detach().cpu().numpy()"
+        )
+    if backend == "numba" and not numba_available():
+        raise ImportError(
+            "backend='numba' requires numba, which is not installed; "
+            "`pip install numba` or use backend='numpy'"
+        )
+    return backend
+
+
+def kernel(name: str, backend: str) -> Callable[..., Any]:
+    """Return the implementation of kernel ``name`` for a resolved ``backend``.
+
+    Raises
+    ------
+    KeyError
+        If no such kernel is registered.
+    """
+    try:
+        target = _KERNELS[name][backend]
+    except KeyError:
+        raise KeyError(f"no kernel {name!r} for backend {backend!r}") from None
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module, __name__), func)

@@ -1,0 +1,1 @@
+"""torch kernels: custom autograd Functions where plain torch ops would waste memory."""

@@ -1,0 +1,69 @@
+"""Causal masked kernel attention for torch: chunked scan in a custom autograd Function.
+
+Plain torch autograd through the chunked scan would save one ``m x d_v`` state per chunk
+and every chunk's ``C x C`` score block.  The Function below saves only ``A``, ``B``,
+``V`` and recomputes in the backward pass, which is three more scans: with
+``G = dL/dOut`` and ``J`` the row reversal (``Mᵀ = J M J`` for the causal masks),
+
+* ``dA = (M ⊙ G Vᵀ) B``
+* ``dV = (Mᵀ ⊙ B Aᵀ) G = J (M ⊙ (JB)(JA)ᵀ) (JG)``
+* ``dB = (Mᵀ ⊙ V Gᵀ) A = J (M ⊙ (JV)(JG)ᵀ) (JA)``
+
+so forward and backward memory are ``O(L·(m + d_v))`` plus one chunk.  Only plain torch
+operations are used: it runs on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..scan import DEFAULT_CHUNK_SIZE
+from ..scan import causal_masked_matmul as _scan
+
+__all__ = ["causal_masked_matmul"]
+
+
+class _CausalMaskedMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, A, B, V, gamma, exclusive, chunk_size):
+        ctx.save_for_backward(A, B, V)
+        ctx.opts = {"gamma": gamma, "exclusive": exclusive, "chunk_size": chunk_size}
+        return _scan(A, B, V, **ctx.opts)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, G):
+        A, B, V = ctx.saved_tensors
+        opts = ctx.opts
+        G = G.contiguous()
+        dA = dB = dV = None
+
+        def flip(x):
+            return torch.flip(x, dims=(-2,))
+
+        if ctx.needs_input_grad[0]:
+            dA = _scan(G, V, B, **opts)
+        if ctx.needs_input_grad[2]:
+            dV = flip(_scan(flip(B), flip(A), flip(G), **opts))
+        if ctx.needs_input_grad[1]:
+            dB = flip(_scan(flip(V), flip(G), flip(A), **opts))
+        return dA, dB, dV, None, None, None
+
+
+def causal_masked_matmul(
+    A: torch.Tensor,
+    B: torch.Tensor,
+    V: torch.Tensor,
+    *,
+    gamma: float = 1.0,
+    exclusive: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> torch.Tensor:
+    """``(M ⊙ A Bᵀ) V`` for the (decayed) causal mask on torch tensors, with autograd.
+
+    Same contract as :func:`structattn.backends.scan.causal_masked_matmul`.
+    """
+    if not (A.requires_grad or B.requires_grad or V.requires_grad):
+        return _scan(A, B, V, gamma=gamma, exclusive=exclusive, chunk_size=chunk_size)
+    return _CausalMaskedMatmul.apply(A, B, V, float(gamma), bool(exclusive), int(chunk_size))

@@ -1,0 +1,154 @@
+"""Causal masks: plain (prefix sums) and exponentially decayed (retention-style)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._array import as_like, namespace
+from ..backends import kernel
+from .base import Mask
+from .basic import _check_length
+
+__all__ = ["Causal", "DecayedCausal"]
+
+
+class _CausalBase(Mask):
+    """Shared algorithms of ``M[i, j] = gamma**(i-j) [j <= i]`` (``j < i`` if exclusive).
+
+    ``Mᵀ = J M J`` with ``J`` the row reversal, so every adjoint product is a flipped
+    forward product.
+    """
+
+    L: int
+    gamma: float
+    exclusive: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.L, self.L)
+
+    def _matmat(self, X: Any, backend: str) -> Any:
+        xp = namespace(X)
+        if self.gamma == 1.0:
+            total = xp.cumsum(X, axis=-2)
+            return total - X if self.exclusive else total
+        ones = as_like(np.ones((self.L, 1)), X)
+        ones = xp.broadcast_to(ones, (*X.shape[:-2], self.L, 1))
+        return self._masked_matmul(ones, ones, X, backend)
+
+    def _rmatmat(self, X: Any, backend: str) -> Any:
+        return _flip(self._matmat(_flip(X), backend))
+
+    def _masked_matmul(self, A: Any, B: Any, V: Any, backend: str) -> Any:
+        run = kernel("causal_masked_matmul", backend)
+        return run(A, B, V, gamma=self.gamma, exclusive=self.exclusive)
+
+    def _rmasked_matmul(self, A: Any, B: Any, V: Any, backend: str) -> Any:
+        return _flip(self._masked_matmul(_flip(A), _flip(B), _flip(V), backend))
+
+    def _to_dense(self, like: Any) -> Any:
+        i = np.arange(self.L)
+        diff = i[:, None] - i[None, :]
+        keep = diff > 0 if self.exclusive else diff >= 0
+        with np.errstate(under="ignore"):
+            dense = np.where(keep, self.gamma ** np.maximum(diff, 0), 0.0)
+        return as_like(dense, like)
+
+    def _structure(self) -> str:
+        return "prefix-sum scan with an m x d_v running state: O(L·m·d_v) time"
+
+
+def _flip(x: Any) -> Any:
+    return namespace(x).flip(x, axis=-2)
+
+
+@dataclass(frozen=True, eq=False)
+class Causal(_CausalBase):
+    """The causal mask ``M[i, j] = 1`` for ``j <= i`` (``j < i`` when ``exclusive``).
+
+    Parameters
+    ----------
+    L : int
+        Sequence length (the mask is ``L x L``; causal alignment is top-left).
+    exclusive : bool, default False
+        Exclude the diagonal (a token does not attend to itself).
+
+    Notes
+    -----
+    ``masked_matmul(A, B, V)`` runs the prefix-sum recurrence
+    ``S_i = S_{i-1} + B_i V_iᵀ``, output ``A_i S_i``: ``O(L·m·d_v)`` time and
+    ``O(m·d_v)`` state per batch element (numba: one row at a time; torch/numpy: a
+    chunked scan whose autograd saves only the inputs).  ``matmat`` is a cumulative sum.
+
+    Examples
+    --------
+    >>> from structattn.masks import Causal
+    >>> Causal(3).to_dense()
+    array([[1., 0., 0.],
+           [1., 1., 0.],
+           [1., 1., 1.]])
+    """
+
+    L: int
+    exclusive: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "L", _check_length(self.L, "L"))
+        if not isinstance(self.exclusive, (bool, np.bool_)):
+            raise TypeError(f"exclusive must be a bool, got {self.exclusive!r}")
+
+    @property
+    def gamma(self) -> float:  # type: ignore[override]
+        """Always 1: no decay."""
+        return 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class DecayedCausal(_CausalBase):
+    """Exponentially decayed causal mask ``M[i, j] = gamma**(i - j)`` for ``j <= i``.
+
+    Simultaneously Toeplitz and semiseparable; the recurrence is
+    ``S_i = gamma S_{i-1} + B_i V_iᵀ``.
+
+    Parameters
+    ----------
+    L : int
+        Sequence length.
+    gamma : float
+        Decay per step, ``0 < gamma <= 1`` (``gamma = 1`` is :class:`Causal`).
+    exclusive : bool, default False
+        Exclude the diagonal: ``M[i, j] = gamma**(i - j)`` for ``j < i``.
+
+    Notes
+    -----
+    Same cost as :class:`Causal`: ``O(L·m·d_v)`` time, ``O(m·d_v)`` state.  Powers of
+    ``gamma`` are only ever formed with non-negative exponents, so nothing overflows;
+    contributions older than ``log(tiny)/log(gamma)`` steps underflow to zero.
+
+    Examples
+    --------
+    >>> from structattn.masks import DecayedCausal
+    >>> DecayedCausal(3, gamma=0.5).to_dense()
+    array([[1.  , 0.  , 0.  ],
+           [0.5 , 1.  , 0.  ],
+           [0.25, 0.5 , 1.  ]])
+    """
+
+    L: int
+    gamma: float
+    exclusive: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "L", _check_length(self.L, "L"))
+        g = self.gamma
+        if isinstance(g, bool) or not isinstance(g, (int, float, np.floating, np.integer)):
+            raise TypeError(f"gamma must be a real number, got {g!r}")
+        if not (math.isfinite(float(g)) and 0.0 < float(g) <= 1.0):
+            raise ValueError(f"gamma must satisfy 0 < gamma <= 1, got {g!r}")
+        object.__setattr__(self, "gamma", float(g))
+        if not isinstance(self.exclusive, (bool, np.bool_)):
+            raise TypeError(f"exclusive must be a bool, got {self.exclusive!r}")

@@ -187,7 +187,7 @@ def as_like(param: Any, like: Any) -> Any:
         import torch
 
         if isinstance(param, np.ndarray):
-            param = np.ascontiguousarray(param)
+            param = param.copy(order="C")  # also fixes negative strides
         return torch.as_tensor(param, dtype=like.dtype, device=like.device)
     if is_torch(param):
         raise TypeError(

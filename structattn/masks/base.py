@@ -289,7 +289,7 @@ class Mask(abc.ABC):
             tuple(A.shape[:-2]), tuple(B.shape[:-2]), tuple(V.shape[:-2]), self.batch_shape,
             names=("A", "B", "V", "mask"),
         )
-        backend = resolve_backend(backend, A, B, V, *self._parameters())
+        backend = resolve_backend(backend, A, B, V)
         xp = namespace(A, B, V)
         A, B, V = (
             a if tuple(a.shape[:-2]) == batch else xp.broadcast_to(a, (*batch, *a.shape[-2:]))
@@ -336,7 +336,7 @@ class Mask(abc.ABC):
                 f"{self.shape}); got {name}.shape={tuple(X.shape)}"
             )
         _broadcast_batch(tuple(X.shape[:-2]), self.batch_shape, names=(name, "mask"))
-        return resolve_backend(backend, X, *self._parameters())
+        return resolve_backend(backend, X)
 
 
 def _f64():

@@ -40,10 +40,11 @@ stamp="$venv/.setup-$(cat pyproject.toml scripts/quickstart.sh | sha1sum | cut -
 if [ ! -f "$stamp" ]; then
   echo "== installing structattn[$extras] into $venv"
   export PIP_DISABLE_PIP_VERSION_CHECK=1
+  quiet() { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
   if [[ "$extras" == *torch* ]]; then
-    "$vpy" -m pip install -q "$torch_req"
+    "$vpy" -m pip install -q "$torch_req" 2> >(quiet)
   fi
-  "$vpy" -m pip install -q -e ".[$extras]"
+  "$vpy" -m pip install -q -e ".[$extras]" 2> >(quiet)
   touch "$stamp"
 fi
 

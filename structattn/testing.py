@@ -301,7 +301,7 @@ class MaskTestCase:
         import pytest
 
         op = self.make_operator()
-        batch, M, N = self._shapes()
+        batch, _M, N = self._shapes()
         X = np.ones((*batch, N + 1, 2))
         with pytest.raises(ValueError, match=r"X.shape\[-2\] must equal"):
             op.matmat(X)

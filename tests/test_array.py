@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 
 def test_validate_float_array_messages():
-    with pytest.raises(TypeError, match="x must be a numpy.ndarray or torch.Tensor, got list"):
+    with pytest.raises(TypeError, match=r"x must be a numpy\.ndarray or torch\.Tensor, got list"):
         validate_float_array([1.0], "x")
     with pytest.raises(TypeError, match=r"x must have a floating dtype in .* got float16"):
         validate_float_array(np.ones(2, dtype=np.float16), "x")

@@ -38,7 +38,7 @@ def loop_softmax(q, k, v, mask=None, scale=None):
     """Independent reference: per-row loops in float64 with log-sum-exp."""
     q, k, v = (np.asarray(a, dtype=np.float64) for a in (q, k, v))
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-    out = np.zeros(q.shape[:-1] + (v.shape[-1],))
+    out = np.zeros((*q.shape[:-1], v.shape[-1]))
     for idx in np.ndindex(*q.shape[:-2]):
         for i in range(q.shape[-2]):
             w = np.array([q[idx][i] @ k[idx][j] * scale for j in range(k.shape[-2])])

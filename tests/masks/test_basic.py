@@ -84,7 +84,7 @@ def test_dense_rejects_non_finite_and_bad_types():
         Dense(np.ones((2, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         Dense(np.ones(3))
-    with pytest.raises(TypeError, match="numpy.ndarray or torch.Tensor"):
+    with pytest.raises(TypeError, match=r"numpy\.ndarray or torch\.Tensor"):
         Dense([[1.0]])
 
 

@@ -1,0 +1,328 @@
+"""The ``structattn`` command line: ``info``, ``study`` and ``bench``.
+
+``structattn info``
+    Versions of structattn and its dependencies, detected backends, numba threads and
+    cache state.
+``structattn study``
+    Accuracy sweep of the registered approximations against exact softmax attention
+    (:func:`structattn.studies.run_study`), printed as a table, optionally saved.
+``structattn bench``
+    Runs the ``benchmarks/bench_*.py`` scripts of a source checkout.
+
+Also available as ``python -m structattn``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["find_benchmarks", "main"]
+
+# (label, module, distribution) of the dependencies `info` reports
+_PACKAGES = (
+    ("numpy", "numpy", "numpy"),
+    ("scipy", "scipy", "scipy"),
+    ("numba", "numba", "numba"),
+    ("torch", "torch", "torch"),
+    ("pywavelets", "pywt", "PyWavelets"),
+    ("networkx", "networkx", "networkx"),
+    ("array-api-compat", "array_api_compat", "array-api-compat"),
+)
+
+
+# ------------------------------------------------------------------------- info
+def _import(module: str) -> tuple[Any | None, str]:
+    """``(module or None, version text)``; never raises."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None, "not installed"
+    except Exception as exc:  # a broken installation must not crash `info`
+        return None, f"import failed ({type(exc).__name__}: {exc})"
+    return mod, str(getattr(mod, "__version__", "unknown version"))
+
+
+def _numba_details(numba: Any) -> list[str]:
+    lines = []
+    try:
+        lines.append(f"  threads: {numba.get_num_threads()}")
+    except Exception as exc:
+        lines.append(f"  threads: unavailable ({exc})")
+    cache_dir = getattr(numba.config, "CACHE_DIR", "") or ""
+    if cache_dir:
+        lines.append(f"  cache dir: {cache_dir} (NUMBA_CACHE_DIR)")
+    else:
+        lines.append(
+            "  cache dir: default (__pycache__ next to each module; a user-wide cache "
+            f"if that is read-only: {_numba_user_cache()})"
+        )
+    package_dir = Path(__file__).resolve().parent
+    index_files = sorted(package_dir.rglob("__pycache__/*.nbi"))
+    if index_files:
+        lines.append(f"  package cache: {len(index_files)} compiled kernel index file(s) (*.nbi)")
+    else:
+        lines.append("  package cache: empty (kernels compile on first use)")
+    return lines
+
+
+def _numba_user_cache() -> str:
+    try:
+        from numba.misc.appdirs import AppDirs
+
+        return AppDirs(appname="numba", appauthor=False).user_cache_dir
+    except Exception:
+        return "unknown"
+
+
+def _torch_details(torch: Any) -> list[str]:
+    try:
+        cuda = torch.cuda.is_available()
+    except Exception as exc:
+        return [f"  CUDA: unavailable ({exc})"]
+    if not cuda:
+        return ["  CUDA: not available"]
+    names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    return [f"  CUDA: available, {torch.version.cuda} ({names})"]
+
+
+def _info(args: argparse.Namespace) -> int:
+    from . import __version__
+    from .backends import numba_available, torch_available
+
+    print(f"structattn: {__version__} ({Path(__file__).resolve().parent})")
+    print(f"python: {platform.python_version()} ({sys.executable})")
+    print(f"platform: {platform.platform()}")
+    for label, module, _ in _PACKAGES:
+        mod, version = _import(module)
+        print(f"{label}: {version}")
+        if mod is not None and label == "numba":
+            print("\n".join(_numba_details(mod)))
+        if mod is not None and label == "torch":
+            print("\n".join(_torch_details(mod)))
+    backends = ["numpy"]
+    backends += ["numba"] if numba_available() else []
+    backends += ["torch"] if torch_available() else []
+    print(f"backends: {', '.join(backends)} (auto: torch for tensors, "
+          f"{'numba' if numba_available() else 'numpy'} for numpy arrays)")
+    return 0
+
+
+# ------------------------------------------------------------------------ study
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(t) for t in _split(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .studies import format_table, registry, run_study, write_records
+
+    known = registry()
+    operators = None
+    if args.operators is not None:
+        operators = _split(args.operators)
+        unknown = [name for name in operators if name not in known]
+        if unknown or not operators:
+            parser.error(
+                f"unknown operator(s): {', '.join(unknown) or '(none given)'}; "
+                f"registered operators: {', '.join(known)}"
+            )
+    if any(x < 1 for x in args.lengths):
+        parser.error(f"--lengths must be positive, got {args.lengths}")
+    if any(x < 0 for x in args.seeds):
+        parser.error(f"--seeds must be non-negative, got {args.seeds}")
+    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        parser.error(f"--out must end in .csv or .json, got {args.out!r}")
+    start = time.perf_counter()
+    records = run_study(
+        operators,
+        lengths=args.lengths,
+        dim=args.dim,
+        value_dim=args.value_dim,
+        heads=args.heads,
+        batch=args.batch,
+        causal=(False,) if args.no_causal else (False, True),
+        seeds=args.seeds,
+        scale=args.scale,
+        dtype=args.dtype,
+        backend=args.backend,
+        matrix_max_length=args.matrix_max_length,
+        repeats=args.repeats,
+    )
+    elapsed = time.perf_counter() - start
+    print(format_table(records))
+    print(f"\n{len(records)} records in {elapsed:.1f} s "
+          f"(d={args.dim}, d_v={args.value_dim}, heads={args.heads}, scale={args.scale}; "
+          "errors against float64 exact softmax attention)")
+    if args.out is not None:
+        path = write_records(records, args.out)
+        print(f"wrote {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------ bench
+def _search_roots() -> list[Path]:
+    """Where ``bench`` looks: the cwd and the package directory's parent."""
+    roots = [Path.cwd().resolve(), Path(__file__).resolve().parent.parent]
+    return list(dict.fromkeys(roots))
+
+
+def find_benchmarks(starts: Iterable[Path]) -> Path | None:
+    """The first ``benchmarks/`` directory holding ``bench_*.py`` scripts.
+
+    Each start directory and then its parents are searched, in order.
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
+    for start in starts:
+        for directory in (start, *start.parents):
+            candidate = directory / "benchmarks"
+            if candidate.is_dir() and any(candidate.glob("bench_*.py")):
+                return candidate
+    return None
+
+
+def _run_streaming(cmd: Sequence[str], cwd: Path, write: Callable[[str], Any]) -> int:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            write(line)
+    return proc.returncode
+
+
+def _bench(args: argparse.Namespace) -> int:
+    starts = [Path(args.dir)] if args.dir else _search_roots()
+    bench_dir = find_benchmarks(starts)
+    if bench_dir is None:
+        where = ", ".join(str(s) for s in starts)
+        print(
+            f"structattn bench: no benchmarks/ directory with bench_*.py scripts found "
+            f"(searched {where} and their parents). The benchmarks ship with the source "
+            "tree, not with the installed package: run this from a git checkout of "
+            "structattn.",
+            file=sys.stderr,
+        )
+        return 2
+    scripts = sorted(bench_dir.glob("bench_*.py"))
+    failed = []
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    for script in scripts:
+        cmd = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
+        print(f"==> {script.name}{' --quick' if args.quick else ''}", flush=True)
+        start = time.perf_counter()
+        code = _run_streaming(cmd, bench_dir.parent, write)
+        status = "ok" if code == 0 else f"FAILED (exit code {code})"
+        print(f"<== {script.name}: {status} in {time.perf_counter() - start:.1f} s", flush=True)
+        if code != 0:
+            failed.append(script.name)
+    print(f"\n{len(scripts) - len(failed)}/{len(scripts)} benchmark scripts succeeded"
+          + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------ parser
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    from . import __version__
+    from .backends import BACKENDS
+
+    parser = argparse.ArgumentParser(
+        prog="structattn", description="Attention as a structured linear operator."
+    )
+    parser.add_argument("--version", action="version", version=f"structattn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("info", help="versions, backends, numba threads and cache")
+
+    study = sub.add_parser(
+        "study",
+        help="accuracy sweep of approximations against exact softmax attention",
+        description="Accuracy sweep of registered approximations against exact "
+        "softmax attention (float64 reference).",
+    )
+    study.add_argument("--operators", metavar="A,B", help="registered names (default: all)")
+    study.add_argument("--lengths", type=_int_list, default=(256, 1024, 2048), metavar="L,L")
+    study.add_argument("--dim", type=_positive, default=64, help="query/key size d")
+    study.add_argument("--value-dim", type=_positive, default=64, help="value size d_v")
+    study.add_argument("--heads", type=_positive, default=2)
+    study.add_argument("--batch", type=_positive, default=1)
+    study.add_argument("--seeds", type=_int_list, default=(0,), metavar="S,S")
+    study.add_argument("--scale", type=float, default=0.5, help="std of queries and keys")
+    study.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    study.add_argument("--no-causal", action="store_true", help="skip causal attention")
+    study.add_argument("--backend", choices=BACKENDS, default="auto")
+    study.add_argument("--repeats", type=_positive, default=3, help="timed calls (median)")
+    study.add_argument(
+        "--matrix-max-length", type=int, default=1024,
+        help="compute row KL (dense L x L matrices) up to this length",
+    )
+    study.add_argument("--out", metavar="PATH", help="write records to a .csv or .json file")
+
+    bench = sub.add_parser("bench", help="run benchmarks/bench_*.py of a source checkout")
+    bench.add_argument("--quick", action="store_true", help="pass --quick to every script")
+    bench.add_argument("--dir", metavar="PATH", help="start the benchmarks/ search here")
+    return parser, study
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``structattn`` console script.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 for usage errors (argparse style), 1 when a
+        benchmark script fails.
+    """
+    parser, study_parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "info":
+            return _info(args)
+        if args.command == "study":
+            return _study(args, study_parser)
+        return _bench(args)
+    except SystemExit as exc:  # argparse errors, --help, --version
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

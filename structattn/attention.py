@@ -127,6 +127,26 @@ def _warn_nonpositive(den: Any, what: str) -> None:
         )
 
 
+def _warn_underflow(den: Any, mask: Mask, backend: str) -> None:
+    """Zero normalizers on rows whose mask row is not empty: features underflowed.
+
+    Only reached when some normalizer is exactly zero (costs one extra mask product).
+    """
+    xp = namespace(den)
+    like = den[..., :1, :]
+    ones = xp.broadcast_to(xp.ones_like(like), (*den.shape[:-2], mask.shape[1], 1))
+    support = mask.matmat(ones, backend=backend, check_finite=False)
+    lost = int(xp.sum(xp.astype((den == 0) & (support > 0), xp.int64)))
+    if lost:
+        warnings.warn(
+            f"{lost} attention row(s) have a zero normalizer although their mask row is "
+            "not empty: the features underflowed (e.g. float32 with a large head "
+            "dimension or extreme inputs); those rows are returned as zeros — use float64",
+            NormalizerWarning,
+            stacklevel=3,
+        )
+
+
 def _weights_softmax(q: Any, k: Any, mask: Mask | None, scale: float) -> Any:
     """Unnormalized, stabilized ``M ⊙ exp(S - rowmax)`` with ``S = Q Kᵀ · scale``."""
     xp = namespace(q, k)
@@ -271,6 +291,8 @@ def kernel_attention(
     num, den = out[..., :-1], out[..., -1:]
     if not (feature_map.nonnegative and operator.nonnegative):
         _warn_nonpositive(den, "signed features or mask")
+    elif bool(xp.any(den == 0)):
+        _warn_underflow(den, operator, backend)
     return _safe_divide(num, den)
 
 

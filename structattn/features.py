@@ -44,6 +44,7 @@ import numpy as np
 from ._array import (
     as_generator,
     as_like,
+    dtype_name,
     is_torch,
     namespace,
     validate_float_array,
@@ -59,6 +60,11 @@ __all__ = [
     "gaussian_projection",
     "orthogonal_gaussian",
 ]
+
+
+#: Headroom ``H`` of causal positive key features: their log-features are at most ``H``
+#: (small enough that ``L · e^H · |v|`` sums stay far from overflow).
+KEY_LOG_HEADROOM: dict[str, float] = {"float32": 60.0, "float64": 600.0}
 
 
 # --------------------------------------------------------------------------- draws
@@ -296,11 +302,17 @@ class PositiveRandomFeatures(RandomFeatureMap):
 
     Notes
     -----
-    Features cost ``O(L·m·d)``.  Stabilizers inside attention (they cancel exactly in
-    the row-normalized output): query log-features get ``+|w_r|²/2`` and a per-row max
-    subtracted; key log-features get ``-|w_r|²/2`` (so they equal
-    ``-|w_r - k_s|²/2 <= 0``) and, when not causal, one max over keys and features per
-    batch element subtracted.  Entry MSE grows like ``exp(|q_s + k_s|²)/m``: large-norm
+    Features cost ``O(L·m·d)``.  Stabilizers inside attention (scalar shifts that
+    cancel exactly in the row-normalized output): query log-features get their per-row
+    max subtracted; key log-features get one shift per batch element — the max over all
+    keys and features when not causal; when causal, the *first* key's max (every row
+    sees the first key, so no later key changes an earlier output, not even in the last
+    bit).  If a later key would then overflow (its log-features exceed the first key's
+    by more than the exponent range), the shift is raised to at least
+    ``max_r |w_r|²/2 - H`` (``H`` = ``KEY_LOG_HEADROOM``: 60 in float32, 600 in
+    float64), which caps every key log-feature at ``H`` because
+    ``w_r·k - |k|²/2 <= |w_r|²/2`` for any key; only in that pathological case do later
+    keys influence the stabilizer.  Entry MSE grows like ``exp(|q_s + k_s|²)/m``: large-norm
     inputs need many features.
 
     Examples
@@ -334,11 +346,10 @@ class PositiveRandomFeatures(RandomFeatureMap):
     def _norm(self) -> float:
         return 1.0 / math.sqrt(self.feature_dim(self.dim))
 
-    def _half_w_sq(self, like: Any) -> Any:
-        xp = namespace(like)
-        W = self._weights(like)
-        c = xp.sum(W * W, axis=-1) / 2
-        return xp.concat([c, c]) if self.hyperbolic else c
+    def _key_bound(self, like: Any) -> float:
+        """``max_r |w_r|²/2 - H``: key log-features minus it are at most ``H``."""
+        half_sq = 0.5 * float(np.max(np.sum(self.projection**2, axis=-1)))
+        return half_sq - KEY_LOG_HEADROOM[dtype_name(like)]
 
     def _features(self, x: Any) -> Any:
         return namespace(x).exp(self._log_features(x)) * self._norm()
@@ -346,17 +357,27 @@ class PositiveRandomFeatures(RandomFeatureMap):
     def queries(self, x: Any) -> Any:
         self._check(x, "q")
         xp = namespace(x)
-        logf = self._log_features(x) + self._half_w_sq(x)
+        logf = self._log_features(x)
         logf = logf - xp.max(logf, axis=-1, keepdims=True)
         return xp.exp(logf) * self._norm() + self.eps
 
     def keys(self, x: Any, *, causal: bool = False) -> Any:
         self._check(x, "k")
         xp = namespace(x)
-        logf = self._log_features(x) - self._half_w_sq(x)  # = -|w - x_s|²/2 <= 0
+        logf = self._log_features(x)
         if not causal:
-            logf = logf - xp.max(logf, axis=(-2, -1), keepdims=True)
-        return xp.exp(logf) * self._norm() + self.eps
+            shift = xp.max(logf, axis=(-2, -1), keepdims=True)
+            return xp.exp(logf - shift) * self._norm() + self.eps
+        # every row sees the first key, so shifting by its max is causal
+        shift = xp.max(logf[..., :1, :], axis=(-2, -1), keepdims=True)
+        with np.errstate(over="ignore"):
+            feats = xp.exp(logf - shift)
+        if not bool(xp.all(xp.isfinite(feats))):
+            # a later key exceeds the first by more than the exponent range: use the
+            # data-independent cap  w_r·k - |k|²/2 <= |w_r|²/2  (log-features <= H)
+            bound = as_like(np.array(self._key_bound(x)), x)
+            feats = xp.exp(logf - xp.where(shift > bound, shift, bound))
+        return feats * self._norm() + self.eps
 
 
 @dataclass(frozen=True, eq=False)
@@ -372,8 +393,9 @@ class TrigonometricRandomFeatures(RandomFeatureMap):
     -----
     Inside attention the per-query factor ``exp(|q_s|²/2)`` is dropped (row scaling
     cancels).  Keys keep ``exp(|k_s|²/2 - c)`` with ``c`` the max over keys of
-    ``|k_s|²/2`` per batch element; with ``causal=True`` ``c = 0`` (no future key may
-    influence an earlier output) and a key whose factor overflows raises ``ValueError``.
+    ``|k_s|²/2`` per batch element; with ``causal=True`` ``c`` is the first key's
+    ``|k_s|²/2`` (every row sees the first key, so no future key influences an earlier
+    output) and a key whose factor then overflows raises ``ValueError``.
     """
 
     nonnegative = False
@@ -399,14 +421,15 @@ class TrigonometricRandomFeatures(RandomFeatureMap):
         self._check(x, "k")
         xp = namespace(x)
         feats, half_sq = self._trig(x)
-        if not causal:
-            half_sq = half_sq - xp.max(half_sq, axis=(-2, -1), keepdims=True)
+        # non-causal: the max over keys; causal: the first key's (every row sees it)
+        ref = half_sq if not causal else half_sq[..., :1, :]
         with np.errstate(over="ignore"):  # overflow is detected and reported below
-            factor = xp.exp(half_sq)
+            factor = xp.exp(half_sq - xp.max(ref, axis=(-2, -1), keepdims=True))
         if causal and not bool(xp.all(xp.isfinite(factor))):
             raise ValueError(
                 "causal trigonometric features overflow: some |k|²·scale/2 exceeds the "
-                f"exponent range of {x.dtype}; normalize the keys or use float64"
+                f"first key's by more than the exponent range of {x.dtype}; normalize the "
+                "keys or use float64"
             )
         return feats * factor
 

@@ -393,3 +393,31 @@ def test_check_finite_can_be_disabled():
     v[0, 0] = np.nan
     out = softmax_attention(q, k, v, check_finite=False)
     assert np.isnan(out[:, 0]).all()
+
+
+def test_large_head_dim_float32_causal_features_do_not_underflow(backend):
+    """Causal positive features stay representable at d = 256 in float32."""
+    d, L = 256, 24
+    q, k, v = RNG.standard_normal((3, L, d))
+    phi = PositiveRandomFeatures(d, 32, seed=0)
+    ref = kernel_attention(q, k, v, phi, causal=True, backend="numpy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NormalizerWarning)
+        out = kernel_attention(*convert(backend, "float32", q, k, v), phi, causal=True,
+                               backend=backend)
+    assert_close(out, ref, what="d=256 float32 causal")
+
+
+def test_underflowed_normalizers_are_reported():
+    """Zero normalizers on non-empty mask rows warn instead of returning silent zeros."""
+    q = np.zeros((4, 2))
+    k = np.zeros((4, 2))
+    k[2:] = 1e3  # keys 0, 1 have zero relu features: causal rows 0, 1 see nothing else
+    v = np.ones((4, 1))
+    with pytest.warns(NormalizerWarning, match="2 attention row"):
+        out = kernel_attention(q + 1.0, k, v, ReluFeatures(), causal=True)
+    assert np.all(out[:2] == 0)
+    # an exclusive causal mask's empty first row is not reported
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NormalizerWarning)
+        kernel_attention(q + 1, k + 1, v, ReluFeatures(), mask=Causal(4, exclusive=True))

@@ -101,7 +101,7 @@ class Dense(Mask):
 
     Parameters
     ----------
-    matrix : array, shape (*batch, M, N)
+    matrix : array, shape ``(*batch, M, N)``
         numpy array or torch tensor; boolean (True = keep) or float32/float64.  A torch
         tensor with ``requires_grad`` receives gradients.
 
@@ -172,8 +172,8 @@ class LowRank(Mask):
 
     Parameters
     ----------
-    U : array, shape (*batch, M, r)
-    W : array, shape (*batch, N, r)
+    U : array, shape ``(*batch, M, r)``
+    W : array, shape ``(*batch, N, r)``
         numpy arrays or torch tensors of one kind and dtype.
 
     Notes

@@ -88,14 +88,8 @@ def _resolve_mask(mask: Any, causal: bool, L_q: int, L_k: int) -> Mask | None:
 
 
 def _is_causal(mask: Mask | None) -> bool:
-    """True when the mask is (a Hadamard product containing) a causal mask."""
-    from .masks.causal import _CausalBase
-
-    if isinstance(mask, _CausalBase):
-        return True
-    if isinstance(mask, Hadamard):
-        return _is_causal(mask.left) or _is_causal(mask.right)
-    return False
+    """True when the mask is lower triangular (then keys use causal stabilizers)."""
+    return mask is not None and bool(mask.lower_triangular)
 
 
 def _check_scale(scale: Any, d: int) -> float:

@@ -3,9 +3,10 @@
 See :class:`Mask` for the contract every mask follows.
 """
 
-from .base import Hadamard, Kronecker, Mask, StructureWarning, Transposed
+from .base import Mask, StructureWarning
 from .basic import Dense, Full, LowRank
 from .causal import Causal, DecayedCausal
+from .composition import Hadamard, Kronecker, Scaled, Sum, Transposed
 
 __all__ = [
     "Causal",
@@ -16,6 +17,8 @@ __all__ = [
     "Kronecker",
     "LowRank",
     "Mask",
+    "Scaled",
     "StructureWarning",
+    "Sum",
     "Transposed",
 ]

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import abc
 import math
-import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +37,7 @@ from .._array import (
 )
 from ..backends import resolve_backend
 
-__all__ = ["Hadamard", "Kronecker", "Mask", "StructureWarning", "Transposed"]
+__all__ = ["Mask", "StructureWarning", "generic_masked_matmul", "khatri_rao_rows"]
 
 #: Elements of the ``(..., N, m_chunk * d_v)`` block the generic masked product forms at once.
 _GENERIC_BLOCK_ELEMENTS = 1 << 22
@@ -68,6 +66,16 @@ def khatri_rao_rows(A: Any, U: Any) -> Any:
     xp = namespace(A, U)
     prod = A[..., :, None] * U[..., None, :]
     return xp.reshape(prod, (*prod.shape[:-2], prod.shape[-2] * prod.shape[-1]))
+
+
+def _bcast_factors(U: Any, W: Any, like: Any) -> tuple[Any, Any]:
+    """Broadcast low-rank factors to ``like``'s batch shape (kernels need equal batches)."""
+    xp = namespace(like)
+    batch = tuple(np.broadcast_shapes(tuple(U.shape[:-2]), tuple(like.shape[:-2])))
+    return (
+        xp.broadcast_to(U, (*batch, *U.shape[-2:])),
+        xp.broadcast_to(W, (*batch, *W.shape[-2:])),
+    )
 
 
 def generic_masked_matmul(apply, A: Any, B: Any, V: Any) -> Any:
@@ -122,10 +130,15 @@ class Mask(abc.ABC):
         attention normalizers).
     exact : bool
         True when the fast products are exact up to rounding.
+    lower_triangular : bool
+        True when ``M[i, j] = 0`` for ``j > i`` (a causal mask): attention then uses
+        causal feature stabilizers, so outputs of rows ``<= i`` never depend on later
+        keys.
     """
 
     nonnegative: bool = True
     exact: bool = True
+    lower_triangular: bool = False
 
     # ------------------------------------------------------------------ structure
     @property
@@ -208,6 +221,8 @@ class Mask(abc.ABC):
     @property
     def T(self) -> Mask:
         """The transposed mask ``Mᵀ`` (a lazy :class:`Transposed` view)."""
+        from .composition import Transposed
+
         return Transposed(self)
 
     @property
@@ -299,16 +314,45 @@ class Mask(abc.ABC):
 
     def hadamard(self, other: Mask) -> Mask:
         """Entrywise product ``self ⊙ other`` (a :class:`Hadamard` mask)."""
+        from .composition import Hadamard
+
         return Hadamard(self, other)
 
     def __mul__(self, other: Any) -> Mask:
+        from .composition import Scaled
+
+        if isinstance(other, Mask):
+            return self.hadamard(other)
+        if _is_real_scalar(other):
+            return Scaled(self, float(other))
+        return NotImplemented
+
+    def __rmul__(self, other: Any) -> Mask:
+        if _is_real_scalar(other):
+            return self * other
+        return NotImplemented
+
+    def __add__(self, other: Any) -> Mask:
+        from .composition import Sum
+
         if not isinstance(other, Mask):
             return NotImplemented
-        return Hadamard(self, other)
+        return Sum(self, other)
 
     def kron(self, other: Mask) -> Mask:
         """Kronecker product ``self ⊗ other`` (a :class:`Kronecker` mask)."""
+        from .composition import Kronecker
+
         return Kronecker(self, other)
+
+    def cost(self, F: int) -> float:
+        """Estimated floating-point operations of one product with ``F`` columns.
+
+        The default is the dense product, ``2·M·N·F``; structured masks report the cost
+        of the algorithm they dispatch to (used by dispatch and by the docs).
+        """
+        M, N = self.shape
+        return 2.0 * M * N * F * max(1, math.prod(self.batch_shape))
 
     def describe(self) -> str:
         """A short human-readable summary: class, shape, structure, exactness, sign."""
@@ -339,6 +383,10 @@ class Mask(abc.ABC):
         return resolve_backend(backend, X)
 
 
+def _is_real_scalar(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
 def _f64():
     import torch
 
@@ -347,278 +395,3 @@ def _f64():
 
 def _backend_of(like: Any) -> str:
     return "torch" if is_torch(like) else "numpy"
-
-
-@dataclass(frozen=True, eq=False)
-class Transposed(Mask):
-    """The transpose ``Mᵀ`` of a mask (a lazy view: nothing is copied).
-
-    Parameters
-    ----------
-    base : Mask
-    """
-
-    base: Mask
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.base, Mask):
-            raise TypeError(f"base must be a Mask, got {type(self.base).__name__}")
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.base.shape[::-1]
-
-    @property
-    def batch_shape(self) -> tuple[int, ...]:
-        return self.base.batch_shape
-
-    @property
-    def nonnegative(self) -> bool:  # type: ignore[override]
-        return self.base.nonnegative
-
-    @property
-    def exact(self) -> bool:  # type: ignore[override]
-        return self.base.exact
-
-    def _parameters(self) -> tuple[Any, ...]:
-        return self.base._parameters()
-
-    @property
-    def T(self) -> Mask:
-        return self.base
-
-    def _matmat(self, X: Any, backend: str) -> Any:
-        return self.base._rmatmat(X, backend)
-
-    def _rmatmat(self, X: Any, backend: str) -> Any:
-        return self.base._matmat(X, backend)
-
-    def _masked_matmul(self, A: Any, B: Any, V: Any, backend: str) -> Any:
-        return self.base._rmasked_matmul(A, B, V, backend)
-
-    def _rmasked_matmul(self, A: Any, B: Any, V: Any, backend: str) -> Any:
-        return self.base._masked_matmul(A, B, V, backend)
-
-    def _to_dense(self, like: Any) -> Any:
-        return namespace(like).matrix_transpose(self.base._to_dense(like))
-
-    def _low_rank_factors(self, like: Any) -> tuple[Any, Any] | None:
-        f = self.base._low_rank_factors(like)
-        return None if f is None else (f[1], f[0])
-
-    def _structure(self) -> str:
-        return f"transpose of {type(self.base).__name__} ({self.base._structure()})"
-
-
-@dataclass(frozen=True, eq=False)
-class Hadamard(Mask):
-    """Entrywise product ``left ⊙ right`` of two masks of the same shape.
-
-    When one factor has a low-rank form ``U Wᵀ`` (:class:`~structattn.masks.Full`,
-    :class:`~structattn.masks.LowRank`), products keep the other factor's fast
-    algorithm: ``(M ⊙ U Wᵀ) X = M.masked_matmul(U, W, X)`` and
-    ``(M ⊙ U Wᵀ ⊙ A Bᵀ) V = M.masked_matmul(A ⊙ U, B ⊙ W, V)`` (row-wise Khatri–Rao
-    features).  Otherwise the product is materialized (``O(M·N)``) with a
-    :class:`StructureWarning`.
-
-    Parameters
-    ----------
-    left, right : Mask
-        Masks of equal ``shape``.
-    """
-
-    left: Mask
-    right: Mask
-
-    def __post_init__(self) -> None:
-        for name in ("left", "right"):
-            if not isinstance(getattr(self, name), Mask):
-                raise TypeError(
-                    f"{name} must be a Mask, got {type(getattr(self, name)).__name__}"
-                )
-        if self.left.shape != self.right.shape:
-            raise ValueError(
-                f"Hadamard product needs masks of equal shape; got left.shape="
-                f"{self.left.shape} and right.shape={self.right.shape}"
-            )
-        _broadcast_batch(self.left.batch_shape, self.right.batch_shape,
-                         names=("left", "right"))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.left.shape
-
-    @property
-    def batch_shape(self) -> tuple[int, ...]:
-        return tuple(np.broadcast_shapes(self.left.batch_shape, self.right.batch_shape))
-
-    @property
-    def nonnegative(self) -> bool:  # type: ignore[override]
-        return self.left.nonnegative and self.right.nonnegative
-
-    @property
-    def exact(self) -> bool:  # type: ignore[override]
-        return self.left.exact and self.right.exact
-
-    def _parameters(self) -> tuple[Any, ...]:
-        return self.left._parameters() + self.right._parameters()
-
-    def _split(self, like: Any) -> tuple[Mask, tuple[Any, Any]] | None:
-        """(structured factor, (U, W)) when one side is low rank."""
-        for structured, other in ((self.left, self.right), (self.right, self.left)):
-            f = other._low_rank_factors(like)
-            if f is not None:
-                return structured, f
-        return None
-
-    def _dense_fallback(self, like: Any) -> Any:
-        warnings.warn(
-            f"Hadamard product of {type(self.left).__name__} and "
-            f"{type(self.right).__name__} has no structured algorithm; materializing the "
-            f"{self.shape[0]}x{self.shape[1]} mask (O(M·N) time and memory)",
-            StructureWarning,
-            stacklevel=4,
-        )
-        return self._to_dense(like)
-
-    def _matmat(self, X: Any, backend: str) -> Any:
-        split = self._split(X)
-        if split is not None:
-            mask, (U, W) = split
-            return mask._masked_matmul(*_bcast_factors(U, W, X), X, backend)
-        return self._dense_fallback(X) @ X
-
-    def _rmatmat(self, X: Any, backend: str) -> Any:
-        return Hadamard(self.left.T, self.right.T)._matmat(X, backend)
-
-    def _masked_matmul(self, A: Any, B: Any, V: Any, backend: str) -> Any:
-        split = self._split(A)
-        if split is not None:
-            mask, (U, W) = split
-            U, W = _bcast_factors(U, W, A)
-            return mask._masked_matmul(khatri_rao_rows(A, U), khatri_rao_rows(B, W), V, backend)
-        dense = self._dense_fallback(A)
-        return (dense * (A @ namespace(A).matrix_transpose(B))) @ V
-
-    def _rmasked_matmul(self, A: Any, B: Any, V: Any, backend: str) -> Any:
-        return Hadamard(self.left.T, self.right.T)._masked_matmul(A, B, V, backend)
-
-    def _to_dense(self, like: Any) -> Any:
-        return self.left._to_dense(like) * self.right._to_dense(like)
-
-    def _low_rank_factors(self, like: Any) -> tuple[Any, Any] | None:
-        fl, fr = self.left._low_rank_factors(like), self.right._low_rank_factors(like)
-        if fl is None or fr is None:
-            return None
-        return khatri_rao_rows(fl[0], fr[0]), khatri_rao_rows(fl[1], fr[1])
-
-    def _structure(self) -> str:
-        try:
-            folded = self._split(np.empty((0, 0))) is not None
-        except TypeError:  # torch parameters: ask with a tensor instead
-            folded = self._split(self._parameters()[0]) is not None
-        how = "low-rank factor folded into features" if folded else "dense fallback"
-
-        return (
-            f"Hadamard({type(self.left).__name__}, {type(self.right).__name__}): {how}"
-        )
-
-
-def _bcast_factors(U: Any, W: Any, like: Any) -> tuple[Any, Any]:
-    """Broadcast low-rank factors to ``like``'s batch shape (kernels need equal batches)."""
-    xp = namespace(like)
-    batch = tuple(np.broadcast_shapes(tuple(U.shape[:-2]), tuple(like.shape[:-2])))
-    return (
-        xp.broadcast_to(U, (*batch, *U.shape[-2:])),
-        xp.broadcast_to(W, (*batch, *W.shape[-2:])),
-    )
-
-
-@dataclass(frozen=True, eq=False)
-class Kronecker(Mask):
-    """Kronecker product ``left ⊗ right``: shape ``(M1·M2, N1·N2)``, row-major indices.
-
-    Entry ``[(i1·M2 + i2), (j1·N2 + j2)] = left[i1, j1] · right[i2, j2]`` — the mask of a
-    separable function on a 2-D grid flattened row-major.  ``matmat`` applies ``right``
-    along the fast axis and ``left`` along the slow axis: ``N1·T_right + M2·T_left``.
-
-    Parameters
-    ----------
-    left, right : Mask
-        Unbatched masks.
-    """
-
-    left: Mask
-    right: Mask
-
-    def __post_init__(self) -> None:
-        for name in ("left", "right"):
-            m = getattr(self, name)
-            if not isinstance(m, Mask):
-                raise TypeError(f"{name} must be a Mask, got {type(m).__name__}")
-            if m.batch_shape:
-                raise ValueError(
-                    f"Kronecker factors must be unbatched; {name}.batch_shape="
-                    f"{m.batch_shape}"
-                )
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        (m1, n1), (m2, n2) = self.left.shape, self.right.shape
-        return (m1 * m2, n1 * n2)
-
-    @property
-    def nonnegative(self) -> bool:  # type: ignore[override]
-        return self.left.nonnegative and self.right.nonnegative
-
-    @property
-    def exact(self) -> bool:  # type: ignore[override]
-        return self.left.exact and self.right.exact
-
-    def _parameters(self) -> tuple[Any, ...]:
-        return self.left._parameters() + self.right._parameters()
-
-    @staticmethod
-    def _apply(outer: Mask, inner: Mask, X: Any, backend: str, transpose: bool) -> Any:
-        xp = namespace(X)
-        (a1, b1), (a2, b2) = outer.shape, inner.shape
-        if transpose:
-            a1, b1, a2, b2 = b1, a1, b2, a2
-        batch, c = tuple(X.shape[:-2]), X.shape[-1]
-        Y = xp.reshape(X, (*batch, b1, b2, c))
-        Y = inner._rmatmat(Y, backend) if transpose else inner._matmat(Y, backend)
-        Y = xp.moveaxis(Y, -3, -2)  # (..., a2, b1, c)
-        Y = outer._rmatmat(Y, backend) if transpose else outer._matmat(Y, backend)
-        Y = xp.moveaxis(Y, -2, -3)  # (..., a1, a2, c)
-        return xp.reshape(Y, (*batch, a1 * a2, c))
-
-    def _matmat(self, X: Any, backend: str) -> Any:
-        return self._apply(self.left, self.right, X, backend, transpose=False)
-
-    def _rmatmat(self, X: Any, backend: str) -> Any:
-        return self._apply(self.left, self.right, X, backend, transpose=True)
-
-    def _to_dense(self, like: Any) -> Any:
-        xp = namespace(like)
-        L, R = self.left._to_dense(like), self.right._to_dense(like)
-        (m1, n1), (m2, n2) = self.left.shape, self.right.shape
-        K = L[:, None, :, None] * R[None, :, None, :]
-        return xp.reshape(K, (m1 * m2, n1 * n2))
-
-    def _low_rank_factors(self, like: Any) -> tuple[Any, Any] | None:
-        fl, fr = self.left._low_rank_factors(like), self.right._low_rank_factors(like)
-        if fl is None or fr is None:
-            return None
-        xp = namespace(like)
-
-        def kron_rows(P: Any, Q: Any) -> Any:  # (m1, r1), (m2, r2) -> (m1 m2, r1 r2)
-            K = P[:, None, :, None] * Q[None, :, None, :]
-            return xp.reshape(K, (P.shape[0] * Q.shape[0], P.shape[1] * Q.shape[1]))
-
-        return kron_rows(fl[0], fr[0]), kron_rows(fl[1], fr[1])
-
-    def _structure(self) -> str:
-        return (
-            f"Kronecker({type(self.left).__name__}, {type(self.right).__name__}): "
-            "factor-wise products along grid axes"
-        )

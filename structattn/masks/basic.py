@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,9 @@ class Full(Mask):
 
     def _low_rank_factors(self, like: Any) -> tuple[Any, Any]:
         return as_like(np.ones((self.M, 1)), like), as_like(np.ones((self.N, 1)), like)
+
+    def cost(self, F: int) -> float:
+        return float((self.M + self.N) * F)
 
     def _structure(self) -> str:
         return "all ones: A (Bᵀ V), O((M+N)·m·d_v)"
@@ -254,6 +258,10 @@ class LowRank(Mask):
 
     def _low_rank_factors(self, like: Any) -> tuple[Any, Any]:
         return as_like(self.U, like), as_like(self.W, like)
+
+    def cost(self, F: int) -> float:
+        M, N = self.shape
+        return 2.0 * (M + N) * self.rank * F * max(1, math.prod(self.batch_shape))
 
     def _structure(self) -> str:
         return f"low rank r={self.rank}: features folded by Khatri–Rao, O(L·m·r·d_v)"

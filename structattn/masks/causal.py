@@ -26,6 +26,7 @@ class _CausalBase(Mask):
     L: int
     gamma: float
     exclusive: bool
+    lower_triangular = True
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -57,6 +58,9 @@ class _CausalBase(Mask):
         with np.errstate(under="ignore"):
             dense = np.where(keep, self.gamma ** np.maximum(diff, 0), 0.0)
         return as_like(dense, like)
+
+    def cost(self, F: int) -> float:
+        return 2.0 * self.L * F
 
     def _structure(self) -> str:
         return "prefix-sum scan with an m x d_v running state: O(L·m·d_v) time"

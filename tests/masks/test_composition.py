@@ -163,3 +163,33 @@ def test_generic_masked_matmul_blocks_over_features(monkeypatch):
     monkeypatch.setattr(base, "_GENERIC_BLOCK_ELEMENTS", 40)
     out = base.generic_masked_matmul(lambda X: D @ X, A, B, V)
     assert_close(out, expected, what="blocked generic")
+
+
+class TestSumOfCausalAndTransposedDecay(MaskTestCase):
+    """A two-sided exponential decay as a sum of structured masks."""
+
+    def make_operator(self):
+        return DecayedCausal(10, 0.6) + DecayedCausal(10, 0.8, exclusive=True).T
+
+    def dense_reference(self):
+        return loop_reference(10, 0.6) + loop_reference(10, 0.8, exclusive=True).T
+
+
+class TestScaledLowRankSum(MaskTestCase):
+    def make_operator(self):
+        return 0.5 * Causal(12) + LowRank(U, W) * 2.0
+
+    def dense_reference(self):
+        return 0.5 * loop_reference(12) + 2.0 * (U @ W.T)
+
+
+def test_algebra_properties():
+    assert (Causal(4) + DecayedCausal(4, 0.5)).lower_triangular
+    assert not (Causal(4) + Causal(4).T).lower_triangular
+    assert (Causal(4) * Full(4)).lower_triangular
+    assert not (-1.0 * Causal(4)).nonnegative
+    assert Causal(4).cost(3) < Full(4).cost(3) * 4 < Dense(np.ones((4, 4))).cost(3) * 4
+    with pytest.raises(ValueError, match="Sum needs masks of equal shape"):
+        Causal(3) + Causal(4)
+    with pytest.raises(ValueError, match="alpha must be a finite real number"):
+        Causal(3) * float("inf")

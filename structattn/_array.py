@@ -22,6 +22,7 @@ __all__ = [
     "as_like",
     "describe_array",
     "dtype_name",
+    "index_like",
     "is_numpy",
     "is_torch",
     "namespace",
@@ -195,6 +196,15 @@ def as_like(param: Any, like: Any) -> Any:
             "pass torch tensors, or build the operator from numpy arrays"
         )
     return np.asarray(param, dtype=like.dtype)
+
+
+def index_like(idx: np.ndarray, like: Any) -> Any:
+    """An integer index array on ``like``'s kind and device (int64)."""
+    if is_torch(like):
+        import torch
+
+        return torch.as_tensor(np.ascontiguousarray(idx, dtype=np.int64), device=like.device)
+    return np.asarray(idx, dtype=np.int64)
 
 
 def as_generator(seed: Any, name: str = "seed") -> np.random.Generator:

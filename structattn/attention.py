@@ -39,7 +39,7 @@ from ._array import (
 )
 from .backends import resolve_backend
 from .features import FeatureMap
-from .masks import Causal, Dense, Full, Hadamard, Mask
+from .masks import Causal, Dense, Full, Mask
 
 __all__ = [
     "FeatureMapAttention",
@@ -83,8 +83,16 @@ def _resolve_mask(mask: Any, causal: bool, L_q: int, L_k: int) -> Mask | None:
                 f"causal=True needs L_q == L_k (top-left aligned square mask), got "
                 f"L_q={L_q} and L_k={L_k}; pass an explicit mask instead"
             )
-        mask = Causal(L_q) if mask is None else Hadamard(mask, Causal(L_q))
-    return mask
+        mask = Causal(L_q) if mask is None else mask.hadamard(Causal(L_q))
+    if mask is not None and not mask.nonnegative:
+        warnings.warn(
+            f"the mask ({type(mask).__name__}) has negative entries: attention weights "
+            "are then not a convex combination and normalizers can vanish; use a "
+            "positive parameterization such as Toeplitz.from_log",
+            NormalizerWarning,
+            stacklevel=3,
+        )
+    return None if mask is None else mask._normalized()
 
 
 def _is_causal(mask: Mask | None) -> bool:
@@ -404,3 +412,13 @@ class FeatureMapAttention:
             q, k, feature_map=self.feature_map, mask=self.mask, causal=self.causal,
             backend=self.backend,
         )
+
+    @property
+    def reference(self) -> SoftmaxAttention:
+        """The exact attention this operator approximates: softmax with the same mask.
+
+        Uses the feature map's temperature when it estimates the softmax kernel.
+        """
+        scale = getattr(self.feature_map, "temperature", None)
+        return SoftmaxAttention(mask=self.mask, causal=self.causal, scale=scale,
+                                backend=self.backend)

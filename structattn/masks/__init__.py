@@ -7,11 +7,13 @@ from .base import Mask, StructureWarning
 from .basic import Dense, Full, LowRank
 from .causal import Causal, DecayedCausal
 from .composition import Hadamard, Kronecker, Scaled, Sum, Transposed
+from .toeplitz import ExponentialDecay, SumOfExponentials, Toeplitz
 
 __all__ = [
     "Causal",
     "DecayedCausal",
     "Dense",
+    "ExponentialDecay",
     "Full",
     "Hadamard",
     "Kronecker",
@@ -20,5 +22,7 @@ __all__ = [
     "Scaled",
     "StructureWarning",
     "Sum",
+    "SumOfExponentials",
+    "Toeplitz",
     "Transposed",
 ]

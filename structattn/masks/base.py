@@ -187,6 +187,14 @@ class Mask(abc.ABC):
     def _low_rank_factors(self, like: Any) -> tuple[Any, Any] | None:
         return None
 
+    def _normalized(self) -> Mask:
+        """A mask equal to ``c · self`` for some ``c > 0``, better scaled for attention.
+
+        Row normalization cancels any positive global factor, so attention may use it
+        (e.g. a log-parameterized mask shifted by its maximum log-value).
+        """
+        return self
+
     # --------------------------------------------------------------- public API
     def matmat(self, X: Any, *, backend: str = "auto", check_finite: bool = True) -> Any:
         """Apply the mask: ``M @ X``.
@@ -313,10 +321,24 @@ class Mask(abc.ABC):
         return self._masked_matmul(A, B, V, backend)
 
     def hadamard(self, other: Mask) -> Mask:
-        """Entrywise product ``self ⊙ other`` (a :class:`Hadamard` mask)."""
+        """Entrywise product ``self ⊙ other``.
+
+        If either mask knows a structured form of the product (e.g. a Toeplitz mask
+        times a causal mask is a Toeplitz mask with zero upper coefficients), that mask
+        is returned; otherwise a lazy :class:`Hadamard` mask.
+        """
         from .composition import Hadamard
 
+        if isinstance(other, Mask) and other.shape == self.shape:
+            for a, b in ((self, other), (other, self)):
+                fused = a._hadamard_fused(b)
+                if fused is not None:
+                    return fused
         return Hadamard(self, other)
+
+    def _hadamard_fused(self, other: Mask) -> Mask | None:
+        """A structured mask equal to ``self ⊙ other``, or None if none is known."""
+        return None
 
     def __mul__(self, other: Any) -> Mask:
         from .composition import Scaled

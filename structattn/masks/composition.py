@@ -449,6 +449,9 @@ class Scaled(Mask):
         f = self.base._low_rank_factors(like)
         return None if f is None else (f[0] * self.alpha, f[1])
 
+    def _normalized(self) -> Mask:
+        return self.base._normalized() if self.alpha > 0 else self
+
     def cost(self, F: int) -> float:
         return self.base.cost(F) + float(self.shape[0] * F)
 

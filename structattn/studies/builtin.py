@@ -7,11 +7,16 @@ the same as :func:`~structattn.attention.softmax_attention`.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from ..attention import FeatureMapAttention
 from ..features import EluFeatures, PositiveRandomFeatures, TrigonometricRandomFeatures
+from ..masks import ExponentialDecay, Toeplitz
 from .registry import register
 
-__all__: list[str] = []
+__all__ = ["alibi_log_coefficients"]
 
 
 @register(
@@ -72,3 +77,43 @@ def _linear_elu(
 ) -> FeatureMapAttention:
     del dim, seed  # deterministic map, d features
     return FeatureMapAttention(EluFeatures(), causal=causal, backend=backend)
+
+
+# ------------------------------------------------------------ relative-position masks
+def alibi_log_coefficients(length: int) -> np.ndarray:
+    """Asymmetric ALiBi-style log-mask ``b_k = -4k/L`` (``k >= 0``), ``-8|k|/L`` (``k < 0``).
+
+    Slopes scale with ``1/L`` so that the mask spans the same range (``e^0 … e^-8``) at
+    every length of a sweep.
+    """
+    k = np.arange(-(length - 1), length, dtype=np.float64)
+    return np.where(k >= 0, -4.0 * k / length, 8.0 * k / length)
+
+
+@register(
+    "performer+toeplitz",
+    budgets={"num_features": (32, 128, 512)},
+    description="FAVOR+ with a 1-D relative-position mask exp(b) applied by FFT (Toeplitz)",
+)
+def _performer_toeplitz(
+    *, dim: int, seed: int, causal: bool, length: int, num_features: int = 128,
+    backend: str = "auto",
+) -> FeatureMapAttention:
+    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
+    mask = Toeplitz.from_log(alibi_log_coefficients(length))
+    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)
+
+
+@register(
+    "performer+exp-decay",
+    budgets={"num_features": (32, 128, 512)},
+    description="FAVOR+ with a two-sided exponential-decay mask (exact O(L) recurrences)",
+)
+def _performer_exp_decay(
+    *, dim: int, seed: int, causal: bool, length: int, num_features: int = 128,
+    backend: str = "auto",
+) -> FeatureMapAttention:
+    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
+    mask = ExponentialDecay(length, gamma_left=math.exp(-4.0 / length),
+                            gamma_right=math.exp(-8.0 / length))
+    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)

@@ -68,12 +68,17 @@ class StudyEntry:
         seed: int,
         causal: bool,
         backend: str = "auto",
+        length: int | None = None,
         **budget: Any,
     ) -> Any:
-        """Call the factory; ``backend`` is passed only if the factory accepts it."""
+        """Call the factory; ``backend`` and ``length`` are passed only if it accepts them.
+
+        Factories of masked operators take ``length`` (the mask is ``L x L``).
+        """
         kwargs: dict[str, Any] = {"dim": dim, "seed": seed, "causal": causal, **budget}
-        if _accepts(self.factory, "backend"):
-            kwargs["backend"] = backend
+        for name, value in (("backend", backend), ("length", length)):
+            if _accepts(self.factory, name):
+                kwargs[name] = value
         return self.factory(**kwargs)
 
 

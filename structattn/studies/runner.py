@@ -218,6 +218,7 @@ def run_study(
                         record.update(_measure(
                             entry, budget_name, budget_value, run, exact, P_exact,
                             dim=dim, seed=seed, causal=mode, backend=backend, repeats=repeats,
+                            ref=ref, length=length, matrix_max_length=matrix_max_length,
                         ))
                         records.append({key: record[key] for key in RECORD_KEYS})
     return records
@@ -244,11 +245,24 @@ def _measure(
     causal: bool,
     backend: str,
     repeats: int,
+    ref: list[np.ndarray],
+    length: int,
+    matrix_max_length: int,
 ) -> dict[str, Any]:
-    """Errors and timing of one operator configuration (never raises for the operator)."""
+    """Errors and timing of one operator configuration (never raises for the operator).
+
+    An operator with a structured mask exposes ``reference`` (exact softmax attention
+    with the same mask); its errors are measured against that, not plain softmax.
+    """
     budget = {} if budget_name is None else {budget_name: budget_value}
     try:
-        op = entry.build(dim=dim, seed=seed, causal=causal, backend=backend, **budget)
+        op = entry.build(dim=dim, seed=seed, causal=causal, backend=backend, length=length,
+                         **budget)
+        reference = getattr(op, "reference", None)
+        if reference is not None and getattr(op, "mask", None) is not None:
+            exact = reference(*ref)
+            P_exact = (reference.matrix(ref[0], ref[1])
+                       if length <= matrix_max_length else None)
         out, elapsed, notes = _timed(lambda: op(*run), repeats)
         kl = None
         if P_exact is not None:

@@ -45,8 +45,11 @@ def test_inputs_independent_of_feature_draws_with_same_seed():
 
 def test_tiny_run_records_have_all_keys():
     records = run_study(seeds=(0,), **TINY)
-    # 3 x 3 budgets + 1 for linear-elu = 13 configurations, x 2 lengths x 2 modes
-    assert len(records) == 13 * 2 * 2
+    # one record per (budget point, length, mode) of every registered operator
+    from structattn.studies import registry
+
+    configurations = sum(len(list(e.budget_points())) for e in registry().values())
+    assert len(records) == configurations * 2 * 2
     for r in records:
         assert tuple(r) == RECORD_KEYS
         assert r["rel_error"] >= 0 and np.isfinite(r["rel_error"])
@@ -55,6 +58,14 @@ def test_tiny_run_records_have_all_keys():
         assert r["time_s"] > 0 and r["exact_time_s"] > 0
         assert r["dtype"] == "float64" and r["backend"] == "numba"
         assert not r["notes"].startswith("error")
+    # the same relative-position mask by FFT and by exact recurrences
+    fft = {(r["budget_value"], r["length"], r["causal"]): r["rel_error"] for r in records
+           if r["operator"] == "performer+toeplitz"}
+    rec = {(r["budget_value"], r["length"], r["causal"]): r["rel_error"] for r in records
+           if r["operator"] == "performer+exp-decay"}
+    assert fft.keys() == rec.keys()
+    for key in fft:
+        assert abs(fft[key] - rec[key]) <= 1e-9 * rec[key]
     elu = [r for r in records if r["operator"] == "linear-elu"]
     assert {(r["budget_name"], r["budget_value"]) for r in elu} == {(None, None)}
     assert {r["causal"] for r in records} == {False, True}

@@ -31,11 +31,14 @@ from .masks import (
     DecayedCausal,
     Dense,
     Full,
+    GridRPE,
     Hadamard,
     Kronecker,
     LowRank,
     Mask,
+    Ripple,
     StructureWarning,
+    separable_grid,
 )
 
 __version__ = "0.1.0"
@@ -49,6 +52,7 @@ __all__ = [
     "FeatureMap",
     "FeatureMapAttention",
     "Full",
+    "GridRPE",
     "Hadamard",
     "Kronecker",
     "LowRank",
@@ -57,6 +61,7 @@ __all__ = [
     "PositiveRandomFeatures",
     "RandomFeatureMap",
     "ReluFeatures",
+    "Ripple",
     "SoftmaxAttention",
     "StructureWarning",
     "TrigonometricRandomFeatures",
@@ -66,5 +71,6 @@ __all__ = [
     "kernel_attention",
     "masks",
     "orthogonal_gaussian",
+    "separable_grid",
     "softmax_attention",
 ]

@@ -40,6 +40,12 @@ _KERNELS: dict[str, dict[str, str]] = {
         "numba": ".numba.causal:causal_masked_matmul",
         "torch": ".torch.causal:causal_masked_matmul",
     },
+    # one array-API implementation serves numpy (no numba) and torch (autograd)
+    "ripple_sat": {
+        "numpy": ".sat:ripple_sat",
+        "numba": ".numba.ripple:ripple_sat",
+        "torch": ".sat:ripple_sat",
+    },
 }
 
 

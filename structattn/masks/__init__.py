@@ -7,6 +7,8 @@ from .base import Mask, StructureWarning
 from .basic import Dense, Full, LowRank
 from .causal import Causal, DecayedCausal
 from .composition import Hadamard, Kronecker, Scaled, Sum, Transposed
+from .grid import GridRPE, separable_grid
+from .ripple import Ripple, stick_breaking
 from .toeplitz import ExponentialDecay, SumOfExponentials, Toeplitz
 
 __all__ = [
@@ -15,14 +17,18 @@ __all__ = [
     "Dense",
     "ExponentialDecay",
     "Full",
+    "GridRPE",
     "Hadamard",
     "Kronecker",
     "LowRank",
     "Mask",
+    "Ripple",
     "Scaled",
     "StructureWarning",
     "Sum",
     "SumOfExponentials",
     "Toeplitz",
     "Transposed",
+    "separable_grid",
+    "stick_breaking",
 ]

@@ -13,10 +13,10 @@ import numpy as np
 
 from ..attention import FeatureMapAttention
 from ..features import EluFeatures, PositiveRandomFeatures, TrigonometricRandomFeatures
-from ..masks import ExponentialDecay, Toeplitz
+from ..masks import ExponentialDecay, GridRPE, Ripple, Toeplitz
 from .registry import register
 
-__all__ = ["alibi_log_coefficients"]
+__all__ = ["alibi_log_coefficients", "grid_log_coefficients", "grid_shape_for"]
 
 
 @register(
@@ -80,6 +80,8 @@ def _linear_elu(
 
 
 # ------------------------------------------------------------ relative-position masks
+# Masked rows use smaller feature budgets: a structured mask is applied to
+# m·(d_v + 1) columns, so their cost grows with m·d_v (see docs/benchmarks.rst).
 def alibi_log_coefficients(length: int) -> np.ndarray:
     """Asymmetric ALiBi-style log-mask ``b_k = -4k/L`` (``k >= 0``), ``-8|k|/L`` (``k < 0``).
 
@@ -92,7 +94,7 @@ def alibi_log_coefficients(length: int) -> np.ndarray:
 
 @register(
     "performer+toeplitz",
-    budgets={"num_features": (32, 128, 512)},
+    budgets={"num_features": (16, 64)},
     description="FAVOR+ with a 1-D relative-position mask exp(b) applied by FFT (Toeplitz)",
 )
 def _performer_toeplitz(
@@ -106,7 +108,7 @@ def _performer_toeplitz(
 
 @register(
     "performer+exp-decay",
-    budgets={"num_features": (32, 128, 512)},
+    budgets={"num_features": (16, 64)},
     description="FAVOR+ with a two-sided exponential-decay mask (exact O(L) recurrences)",
 )
 def _performer_exp_decay(
@@ -116,4 +118,47 @@ def _performer_exp_decay(
     phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
     mask = ExponentialDecay(length, gamma_left=math.exp(-4.0 / length),
                             gamma_right=math.exp(-8.0 / length))
+    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)
+
+
+def grid_shape_for(length: int) -> tuple[int, int]:
+    """The most square ``n_1 x n_2`` grid with ``n_1·n_2 = length`` (``n_1 <= n_2``)."""
+    n1 = max(d for d in range(1, math.isqrt(length) + 1) if length % d == 0)
+    return n1, length // n1
+
+
+def grid_log_coefficients(shape: tuple[int, int]) -> np.ndarray:
+    """Asymmetric 2-D log-mask ``b(Δ) = -4|Δ_1|/n_1 - 4|Δ_2|/n_2 - 0.5·[Δ_1 < 0]``."""
+    n1, n2 = shape
+    d1, d2 = np.meshgrid(np.arange(-(n1 - 1), n1), np.arange(-(n2 - 1), n2), indexing="ij")
+    return -4.0 * np.abs(d1) / n1 - 4.0 * np.abs(d2) / n2 - 0.5 * (d1 < 0)
+
+
+@register(
+    "performer+grid-rpe",
+    budgets={"num_features": (16, 64)},
+    description="FAVOR+ with a 2-D relative-position mask on the most square grid (d-dim FFT)",
+)
+def _performer_grid(
+    *, dim: int, seed: int, causal: bool, length: int, num_features: int = 128,
+    backend: str = "auto",
+) -> FeatureMapAttention:
+    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
+    shape = grid_shape_for(length)
+    mask = GridRPE.from_log(grid_log_coefficients(shape), shape)
+    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)
+
+
+@register(
+    "performer+ripple",
+    budgets={"num_features": (16, 64)},
+    description="FAVOR+ with ripple ring weights (stick-breaking, cutoff 4) on a 2-D grid",
+    causal=False,
+)
+def _performer_ripple(
+    *, dim: int, seed: int, causal: bool, length: int, num_features: int = 128,
+    backend: str = "auto",
+) -> FeatureMapAttention:
+    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
+    mask = Ripple(grid_shape_for(length), stick_breaking_logits=np.zeros(4), cutoff=4)
     return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)

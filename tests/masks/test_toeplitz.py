@@ -7,8 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
-from structattn import NormalizerWarning, PositiveRandomFeatures, kernel_attention
-from structattn import softmax_attention
+from structattn import (
+    NormalizerWarning,
+    PositiveRandomFeatures,
+    kernel_attention,
+    softmax_attention,
+)
 from structattn.masks import ExponentialDecay, SumOfExponentials, Toeplitz
 from structattn.testing import MaskTestCase, assert_close
 

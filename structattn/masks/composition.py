@@ -84,24 +84,12 @@ class Transposed(Mask):
 
 
 @dataclass(frozen=True, eq=False)
-class Hadamard(Mask):
-    """Entrywise product ``left ⊙ right`` of two masks of the same shape.
-
-    When one factor has a low-rank form ``U Wᵀ`` (:class:`~structattn.masks.Full`,
-    :class:`~structattn.masks.LowRank`), products keep the other factor's fast
-    algorithm: ``(M ⊙ U Wᵀ) X = M.masked_matmul(U, W, X)`` and
-    ``(M ⊙ U Wᵀ ⊙ A Bᵀ) V = M.masked_matmul(A ⊙ U, B ⊙ W, V)`` (row-wise Khatri–Rao
-    features).  Otherwise the product is materialized (``O(M·N)``) with a
-    :class:`StructureWarning`.
-
-    Parameters
-    ----------
-    left, right : Mask
-        Masks of equal ``shape``.
-    """
+class _Pair(Mask):
+    """Two masks of one shape (shared validation of :class:`Hadamard` and :class:`Sum`)."""
 
     left: Mask
     right: Mask
+    _what = "pair"
 
     def __post_init__(self) -> None:
         for name in ("left", "right"):
@@ -111,7 +99,7 @@ class Hadamard(Mask):
                 )
         if self.left.shape != self.right.shape:
             raise ValueError(
-                f"Hadamard product needs masks of equal shape; got left.shape="
+                f"{self._what} needs masks of equal shape; got left.shape="
                 f"{self.left.shape} and right.shape={self.right.shape}"
             )
         _broadcast_batch(self.left.batch_shape, self.right.batch_shape,
@@ -133,12 +121,32 @@ class Hadamard(Mask):
     def exact(self) -> bool:  # type: ignore[override]
         return self.left.exact and self.right.exact
 
+    def _parameters(self) -> tuple[Any, ...]:
+        return self.left._parameters() + self.right._parameters()
+
+
+@dataclass(frozen=True, eq=False)
+class Hadamard(_Pair):
+    """Entrywise product ``left ⊙ right`` of two masks of the same shape.
+
+    When one factor has a low-rank form ``U Wᵀ`` (:class:`~structattn.masks.Full`,
+    :class:`~structattn.masks.LowRank`), products keep the other factor's fast
+    algorithm: ``(M ⊙ U Wᵀ) X = M.masked_matmul(U, W, X)`` and
+    ``(M ⊙ U Wᵀ ⊙ A Bᵀ) V = M.masked_matmul(A ⊙ U, B ⊙ W, V)`` (row-wise Khatri–Rao
+    features).  Otherwise the product is materialized (``O(M·N)``) with a
+    :class:`StructureWarning`.
+
+    Parameters
+    ----------
+    left, right : Mask
+        Masks of equal ``shape``.
+    """
+
+    _what = "Hadamard product"
+
     @property
     def lower_triangular(self) -> bool:  # type: ignore[override]
         return self.left.lower_triangular or self.right.lower_triangular
-
-    def _parameters(self) -> tuple[Any, ...]:
-        return self.left._parameters() + self.right._parameters()
 
     def cost(self, F: int) -> float:
         try:
@@ -310,7 +318,7 @@ class Kronecker(Mask):
 
 
 @dataclass(frozen=True, eq=False)
-class Sum(Mask):
+class Sum(_Pair):
     """Sum ``left + right`` of two masks of the same shape (also ``left + right``).
 
     Every product is the sum of the factors' products, so each keeps its own fast
@@ -323,45 +331,11 @@ class Sum(Mask):
         Masks of equal ``shape``.
     """
 
-    left: Mask
-    right: Mask
-
-    def __post_init__(self) -> None:
-        for name in ("left", "right"):
-            if not isinstance(getattr(self, name), Mask):
-                raise TypeError(
-                    f"{name} must be a Mask, got {type(getattr(self, name)).__name__}"
-                )
-        if self.left.shape != self.right.shape:
-            raise ValueError(
-                f"Sum needs masks of equal shape; got left.shape={self.left.shape} and "
-                f"right.shape={self.right.shape}"
-            )
-        _broadcast_batch(self.left.batch_shape, self.right.batch_shape,
-                         names=("left", "right"))
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.left.shape
-
-    @property
-    def batch_shape(self) -> tuple[int, ...]:
-        return tuple(np.broadcast_shapes(self.left.batch_shape, self.right.batch_shape))
-
-    @property
-    def nonnegative(self) -> bool:  # type: ignore[override]
-        return self.left.nonnegative and self.right.nonnegative
-
-    @property
-    def exact(self) -> bool:  # type: ignore[override]
-        return self.left.exact and self.right.exact
+    _what = "Sum"
 
     @property
     def lower_triangular(self) -> bool:  # type: ignore[override]
         return self.left.lower_triangular and self.right.lower_triangular
-
-    def _parameters(self) -> tuple[Any, ...]:
-        return self.left._parameters() + self.right._parameters()
 
     def _matmat(self, X: Any, backend: str) -> Any:
         return self.left._matmat(X, backend) + self.right._matmat(X, backend)

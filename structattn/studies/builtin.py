@@ -19,6 +19,14 @@ from .registry import register
 __all__ = ["alibi_log_coefficients", "grid_log_coefficients", "grid_shape_for"]
 
 
+def _prf_attention(
+    dim: int, seed: int, causal: bool, backend: str, num_features: int, mask=None, **kwargs
+) -> FeatureMapAttention:
+    """FAVOR+ attention with ``PositiveRandomFeatures(dim, num_features, seed, **kwargs)``."""
+    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed, **kwargs)
+    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)
+
+
 @register(
     "performer",
     budgets={"num_features": (32, 128, 512)},
@@ -27,8 +35,7 @@ __all__ = ["alibi_log_coefficients", "grid_log_coefficients", "grid_shape_for"]
 def _performer(
     *, dim: int, seed: int, causal: bool, num_features: int = 128, backend: str = "auto"
 ) -> FeatureMapAttention:
-    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
-    return FeatureMapAttention(phi, causal=causal, backend=backend)
+    return _prf_attention(dim, seed, causal, backend, num_features)
 
 
 @register(
@@ -39,8 +46,7 @@ def _performer(
 def _performer_hyperbolic(
     *, dim: int, seed: int, causal: bool, num_features: int = 64, backend: str = "auto"
 ) -> FeatureMapAttention:
-    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed, hyperbolic=True)
-    return FeatureMapAttention(phi, causal=causal, backend=backend)
+    return _prf_attention(dim, seed, causal, backend, num_features, hyperbolic=True)
 
 
 @register(
@@ -51,8 +57,7 @@ def _performer_hyperbolic(
 def _performer_iid(
     *, dim: int, seed: int, causal: bool, num_features: int = 128, backend: str = "auto"
 ) -> FeatureMapAttention:
-    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed, orthogonal=False)
-    return FeatureMapAttention(phi, causal=causal, backend=backend)
+    return _prf_attention(dim, seed, causal, backend, num_features, orthogonal=False)
 
 
 @register(
@@ -101,9 +106,8 @@ def _performer_toeplitz(
     *, dim: int, seed: int, causal: bool, length: int, num_features: int = 128,
     backend: str = "auto",
 ) -> FeatureMapAttention:
-    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
     mask = Toeplitz.from_log(alibi_log_coefficients(length))
-    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)
+    return _prf_attention(dim, seed, causal, backend, num_features, mask=mask)
 
 
 @register(
@@ -115,10 +119,9 @@ def _performer_exp_decay(
     *, dim: int, seed: int, causal: bool, length: int, num_features: int = 128,
     backend: str = "auto",
 ) -> FeatureMapAttention:
-    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
     mask = ExponentialDecay(length, gamma_left=math.exp(-4.0 / length),
                             gamma_right=math.exp(-8.0 / length))
-    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)
+    return _prf_attention(dim, seed, causal, backend, num_features, mask=mask)
 
 
 def grid_shape_for(length: int) -> tuple[int, int]:
@@ -143,10 +146,9 @@ def _performer_grid(
     *, dim: int, seed: int, causal: bool, length: int, num_features: int = 128,
     backend: str = "auto",
 ) -> FeatureMapAttention:
-    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
     shape = grid_shape_for(length)
     mask = GridRPE.from_log(grid_log_coefficients(shape), shape)
-    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)
+    return _prf_attention(dim, seed, causal, backend, num_features, mask=mask)
 
 
 @register(
@@ -159,6 +161,5 @@ def _performer_ripple(
     *, dim: int, seed: int, causal: bool, length: int, num_features: int = 128,
     backend: str = "auto",
 ) -> FeatureMapAttention:
-    phi = PositiveRandomFeatures(dim=dim, num_features=num_features, seed=seed)
     mask = Ripple(grid_shape_for(length), stick_breaking_logits=np.zeros(4), cutoff=4)
-    return FeatureMapAttention(phi, mask=mask, causal=causal, backend=backend)
+    return _prf_attention(dim, seed, causal, backend, num_features, mask=mask)

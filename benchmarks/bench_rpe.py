@@ -134,6 +134,30 @@ def ripple_part(sides: list[int], repeats: int, cutoff: int = 8) -> list[dict[st
     return rows
 
 
+def calibrate(repeats: int = 5) -> None:
+    """Dense-Toeplitz vs FFT products (``Toeplitz.matmat``): measured winner vs model."""
+    from structattn.masks.toeplitz import FFT_COST_FACTOR
+
+    rng = np.random.default_rng(0)
+    table = []
+    for F in (64, 1040, 4160):
+        for L in (16, 32, 64, 128, 256, 512, 1024):
+            X = rng.standard_normal((HEADS, L, F)).astype(DTYPE)
+            c = rng.uniform(0, 1, 2 * L - 1).astype(DTYPE)
+            t = {}
+            for method in ("dense", "fft"):
+                mask = Toeplitz(c, method=method)
+                t[method] = H.time_calls(lambda mask=mask, X=X: mask.matmat(
+                    X, backend="numpy", check_finite=False), repeats=repeats)["median_s"]
+            costs = Toeplitz(c)._costs(F * HEADS)
+            implied = FFT_COST_FACTOR * (t["fft"] / t["dense"]) * costs["dense"] / costs["fft"]
+            table.append([F, L, t["dense"], t["fft"], min(t, key=t.get),
+                          min(costs, key=costs.get), implied])
+    print(H.format_table(["F", "L", "dense (s)", "fft (s)", "faster", "model picks",
+                          "implied factor"], table))
+    print(f"   FFT_COST_FACTOR in use: {FFT_COST_FACTOR}")
+
+
 def crossover(rows: list[dict[str, Any]]) -> int | None:
     """Smallest measured L from which the FFT path beats the dense one at every larger L."""
     timed = [r for r in rows if r["dense_s"] is not None]
@@ -153,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dense-max", type=int, default=16384,
                    help="largest L for the dense quadratic baseline")
+    p.add_argument("--calibrate", action="store_true",
+                   help="only measure the dense/FFT crossover of Toeplitz products")
     args = p.parse_args(argv)
+    if args.calibrate:
+        calibrate()
+        return 0
 
     if args.quick:
         lengths, sides, repeats = [256, 1024, 4096], [64], 1

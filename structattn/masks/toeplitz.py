@@ -37,9 +37,11 @@ from .composition import Scaled, Sum
 
 __all__ = ["FFT_COST_FACTOR", "ExponentialDecay", "SumOfExponentials", "Toeplitz"]
 
-#: Cost of one real-FFT flop relative to one dense-product flop on this kind of CPU
-#: (measured: ``benchmarks/bench_rpe.py --crossover``); it moves the dense/FFT crossover.
-FFT_COST_FACTOR = 4.0
+#: Cost of one real-FFT flop relative to one dense-product flop.  Measured with
+#: ``python benchmarks/bench_rpe.py --calibrate`` on the project's 2-core CPU (scipy.fft
+#: vs OpenBLAS, float32, L = 16…1024, F = 64…4160 columns): the implied factor at the
+#: measured dense/FFT crossover (L ≈ 512–1024 for F ≥ 1040) is 9–14.
+FFT_COST_FACTOR = 10.0
 
 _METHODS = ("auto", "fft", "dense")
 

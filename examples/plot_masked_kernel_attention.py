@@ -163,7 +163,8 @@ for ax in axes[:, 0]:
 # Causal outputs do not depend on the future
 # ------------------------------------------
 #
-# With ``causal=True`` the key features use no data-dependent shift, so the output of
+# With ``causal=True`` the key features are shifted by the first key's maximum only,
+# and the prefix-sum scan never mixes later rows into earlier ones, so the output of
 # rows :math:`\le i` is computed from the first :math:`i + 1` keys and values only —
 # exactly, not just up to rounding.  Changing everything after position 127 leaves the
 # first 128 output rows bit-identical.

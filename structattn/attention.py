@@ -263,8 +263,10 @@ def kernel_attention(
     mask : Mask or bool array, optional
         Structured mask ``M`` (``L_q x L_k``).
     causal : bool, default False
-        Multiply by the causal mask; the key features then use a causal stabilizer, so
-        rows ``<= i`` are bit-identical whatever the keys/values after ``i``.
+        Multiply by the causal mask; the key features then use a causal stabilizer, and
+        with the scan-based causal masks (``Causal``, ``DecayedCausal``, exponential
+        symbols) rows ``<= i`` are bit-identical whatever the keys/values after ``i``
+        (FFT-based causal masks, e.g. a causal ``Toeplitz``, only up to rounding).
     backend : {"auto", "numpy", "numba", "torch"}
         ``"numba"`` runs the causal scan one row at a time on numpy arrays; ``"torch"``
         runs a chunked scan with an O(L·(m + d_v))-memory autograd.

@@ -20,11 +20,10 @@ Each map has three entry points:
 ``map.queries(x)`` / ``map.keys(x, causal=...)``
     the features used inside attention, with stabilizers that cancel in the
     row-normalized output (kernels.md §1.3): a per-row shift for queries, one shift per
-    batch element for keys.  For positive random features the per-feature constant
-    ``|w_r|²/2`` is moved from the keys onto the queries, so key log-features are
-    ``-|w_r - k|²/2 <= 0`` and never overflow; with ``causal=True`` no data-dependent
-    key shift is used at all, so no future key can change an earlier output, not even
-    in the last bit.
+    batch element for keys (the max over all keys; with ``causal=True`` the first key's
+    max, which every row sees, so no future key can change an earlier output, not even
+    in the last bit; a data-independent cap takes over only if a later key would
+    overflow — see :class:`PositiveRandomFeatures`).
 
 Randomness only ever comes from an explicit ``seed`` (int or numpy Generator);
 :meth:`RandomFeatureMap.redraw` returns a new map with fresh draws and is never called

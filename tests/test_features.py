@@ -155,12 +155,20 @@ def test_keys_never_overflow_for_large_inputs():
     for causal in (False, True):
         assert np.all(np.isfinite(phi.keys(x, causal=causal)))
     assert np.all(np.isfinite(phi.queries(x)))
-    # a small first key and huge later keys: the causal shift falls back to the cap
-    y = x.copy()
-    y[:, 0] = 0.0
-    feats = phi.keys(y, causal=True)
-    assert np.all(np.isfinite(feats))
-    assert np.max(feats) <= math.exp(60.0) / math.sqrt(64)
+    # a zero first key and later keys aligned with projection rows: their log-features
+    # reach |w_r|^2/2 ~ 256 at d = 512, so the first-key shift alone would overflow
+    # float32; the causal shift then falls back to the data-independent cap
+    big = PositiveRandomFeatures(512, 8, seed=0)
+    z = np.zeros((9, 512), dtype=np.float32)
+    z[1:] = big.projection / math.sqrt(big.temperature)
+    assert np.max(big._log_features(z[1:].astype(np.float64))) > 200
+    feats = big.keys(z, causal=True)
+    assert np.all(np.isfinite(feats)) and np.count_nonzero(feats) > 0
+    assert np.max(feats) <= math.exp(60.0) / math.sqrt(8) * (1 + 1e-4)  # float32 exp
+    z = np.random.default_rng(7).standard_normal((50, 16)).astype(np.float32)
+    # without overflow the first key alone sets the shift: its largest feature is m^-1/2
+    np.testing.assert_allclose(np.max(phi.keys(z, causal=True)[0]), 1 / math.sqrt(64),
+                               rtol=1e-6)
 
 
 def test_deterministic_maps():

@@ -132,8 +132,9 @@ class Mask(abc.ABC):
         True when the fast products are exact up to rounding.
     lower_triangular : bool
         True when ``M[i, j] = 0`` for ``j > i`` (a causal mask): attention then uses
-        causal feature stabilizers, so outputs of rows ``<= i`` never depend on later
-        keys.
+        causal feature stabilizers, which never depend on later keys (scan-based
+        products then give bit-identical prefixes; FFT products equal them up to
+        rounding).
     """
 
     nonnegative: bool = True
@@ -214,12 +215,12 @@ class Mask(abc.ABC):
             Same kind, dtype and device as ``X``.
         """
         backend = self._check_operand(X, "X", self.shape[1], "columns", backend, check_finite)
-        return self._matmat(X, backend)
+        return self._matmat(self._broadcast_operand(X), backend)
 
     def rmatmat(self, X: Any, *, backend: str = "auto", check_finite: bool = True) -> Any:
         """Apply the adjoint: ``Mᵀ @ X`` for ``X`` of shape ``(..., M, c)``."""
         backend = self._check_operand(X, "X", self.shape[0], "rows", backend, check_finite)
-        return self._rmatmat(X, backend)
+        return self._rmatmat(self._broadcast_operand(X), backend)
 
     def __matmul__(self, X: Any) -> Any:
         if isinstance(X, Mask):
@@ -392,6 +393,13 @@ class Mask(abc.ABC):
         return "generic (masked product built from matmat)"
 
     # ---------------------------------------------------------------- helpers
+    def _broadcast_operand(self, X: Any) -> Any:
+        """``X`` broadcast to the common batch of ``X`` and the mask (kernels need it)."""
+        batch = tuple(np.broadcast_shapes(tuple(X.shape[:-2]), self.batch_shape))
+        if batch == tuple(X.shape[:-2]):
+            return X
+        return namespace(X).broadcast_to(X, (*batch, *X.shape[-2:]))
+
     def _check_operand(
         self, X: Any, name: str, n: int, what: str, backend: str, check_finite: bool
     ) -> str:

@@ -62,6 +62,16 @@ class _CausalBase(Mask):
     def cost(self, F: int) -> float:
         return 2.0 * self.L * F
 
+    def _hadamard_fused(self, other: Mask) -> Mask | None:
+        """(decayed) causal ⊙ (decayed) causal = decayed causal with the decays multiplied."""
+        if not isinstance(other, _CausalBase) or other.L != self.L:
+            return None
+        gamma = self.gamma * other.gamma
+        exclusive = bool(self.exclusive or other.exclusive)
+        if gamma == 1.0:
+            return Causal(self.L, exclusive=exclusive)
+        return DecayedCausal(self.L, gamma, exclusive=exclusive)
+
     def _structure(self) -> str:
         return "prefix-sum scan with an m x d_v running state: O(L·m·d_v) time"
 

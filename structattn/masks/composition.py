@@ -60,6 +60,9 @@ class Transposed(Mask):
     def cost(self, F: int) -> float:
         return self.base.cost(F)
 
+    def _normalized(self) -> Mask:
+        return Transposed(self.base._normalized())
+
     def _matmat(self, X: Any, backend: str) -> Any:
         return self.base._rmatmat(X, backend)
 
@@ -143,6 +146,10 @@ class Hadamard(_Pair):
     """
 
     _what = "Hadamard product"
+
+    def _normalized(self) -> Mask:
+        # a product of positive rescalings is a positive rescaling
+        return Hadamard(self.left._normalized(), self.right._normalized())
 
     @property
     def lower_triangular(self) -> bool:  # type: ignore[override]
@@ -255,6 +262,9 @@ class Kronecker(Mask):
     @property
     def lower_triangular(self) -> bool:  # type: ignore[override]
         return self.left.lower_triangular and self.right.lower_triangular
+
+    def _normalized(self) -> Mask:
+        return Kronecker(self.left._normalized(), self.right._normalized())
 
     def cost(self, F: int) -> float:
         n1, m2 = self.left.shape[1], self.right.shape[0]
@@ -425,6 +435,10 @@ class Scaled(Mask):
 
     def _normalized(self) -> Mask:
         return self.base._normalized() if self.alpha > 0 else self
+
+    def _hadamard_fused(self, other: Mask) -> Mask | None:
+        fused = self.base._hadamard_fused(other)
+        return None if fused is None else Scaled(fused, self.alpha)
 
     def cost(self, F: int) -> float:
         return self.base.cost(F) + float(self.shape[0] * F)

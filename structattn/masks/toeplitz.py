@@ -214,6 +214,11 @@ class Toeplitz(Mask):
         return Toeplitz(xp.where(w > 0, self.coeffs * w, xp.zeros_like(self.coeffs)),
                         method=self.method)
 
+    @property
+    def T(self) -> Toeplitz:
+        """``Mᵀ``: the Toeplitz mask of the reversed coefficients ``c_{-k}``."""
+        return self._transposed()
+
     def _transposed(self) -> Toeplitz:
         return Toeplitz(namespace(self.coeffs).flip(self.coeffs, axis=-1), log=self.log,
                         method=self.method)

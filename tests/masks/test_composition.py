@@ -193,3 +193,68 @@ def test_algebra_properties():
         Causal(3) + Causal(4)
     with pytest.raises(ValueError, match="alpha must be a finite real number"):
         Causal(3) * float("inf")
+
+
+def test_mask_batch_larger_than_operand_batch_on_every_backend():
+    """A batched mask applied to an unbatched operand (broadcast before the kernels)."""
+    torch = pytest.importorskip("torch")
+    Ub = RNG.uniform(0.5, 1, (3, 6, 2))
+    mask = DecayedCausal(6, 0.5) * LowRank(Ub, Ub)
+    X = RNG.standard_normal((6, 2))
+    expected = mask.to_dense() @ X
+    for backend in ("numpy", "numba"):
+        assert_close(mask.matmat(X, backend=backend), expected, what=backend)
+        assert_close(mask.rmatmat(X, backend=backend),
+                     np.swapaxes(mask.to_dense(), -1, -2) @ X, what=f"r{backend}")
+    assert_close(mask.matmat(torch.tensor(X)), expected, what="torch")
+
+
+def test_causal_times_causal_is_fused():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StructureWarning)
+        a = DecayedCausal(8, 0.9).hadamard(Causal(8, exclusive=True))
+        b = (2.0 * DecayedCausal(8, 0.5)) * DecayedCausal(8, 0.5)
+    assert isinstance(a, DecayedCausal) and a.exclusive and a.gamma == 0.9
+    np.testing.assert_allclose(b.to_dense(), 2.0 * loop_reference(8, 0.25), rtol=1e-14)
+
+
+@pytest.mark.parametrize("wrap", ["T", "hadamard", "kron"])
+def test_large_log_masks_are_normalized_through_compositions(wrap):
+    """exp(b) with b ~ 90 overflows float32 unless attention shifts b by its max."""
+    from structattn import PositiveRandomFeatures, kernel_attention
+    from structattn.masks import Toeplitz
+
+    L = 12
+    b = -0.1 * np.abs(np.arange(-(L - 1), L)) + 90.0
+    if wrap == "T":
+        mask = Toeplitz.from_log(b).T
+    elif wrap == "hadamard":
+        mask = Hadamard(Toeplitz.from_log(b), LowRank(U[:L], W[:L]))
+    else:  # 3 x 4 grid
+        mask = Kronecker(Toeplitz.from_log(b[L - 3: L + 2]), Toeplitz.from_log(b[L - 4: L + 3]))
+    q, k, v = RNG.standard_normal((3, L, 4)).astype(np.float32)
+    out = kernel_attention(q, k, v, PositiveRandomFeatures(4, 8, seed=0), mask=mask)
+    assert np.all(np.isfinite(out))
+    ref = kernel_attention(*(a.astype(np.float64) for a in (q, k, v)),
+                           PositiveRandomFeatures(4, 8, seed=0), mask=mask)
+    assert_close(out, ref, rtol=1e-4, what=wrap)
+
+
+def test_masks_and_features_keep_the_device():
+    """Outputs stay on the inputs' device (meta tensors: no data, only placement)."""
+    torch = pytest.importorskip("torch")
+    from structattn import PositiveRandomFeatures
+    from structattn.masks import GridRPE, Ripple, Toeplitz
+
+    masks = [Causal(6), DecayedCausal(6, 0.5), Full(6), LowRank(U[:6], W[:6]),
+             Toeplitz(RNG.uniform(size=11)), GridRPE((2, 3), RNG.uniform(size=(3, 5))),
+             Ripple((2, 3), weights=[1.0, 0.5]), Causal(6) + Causal(6).T]
+    X = torch.empty(2, 6, 3, device="meta")
+    for mask in masks:
+        for out in (mask.matmat(X, check_finite=False), mask.rmatmat(X, check_finite=False),
+                    mask.masked_matmul(X, X, X, check_finite=False),
+                    mask.to_dense(like=X)):
+            assert out.device.type == "meta", type(mask).__name__
+    phi = PositiveRandomFeatures(3, 4, seed=0)
+    x = torch.empty(5, 3, device="meta")
+    assert phi.queries(x).device.type == "meta" and phi.keys(x).device.type == "meta"

@@ -172,3 +172,12 @@ def test_format_table_sorted_and_formatted():
 def test_write_records_rejects_unknown_extension(tmp_path):
     with pytest.raises(ValueError, match=r"\.csv, \.json"):
         write_records([_fake("a", 16, False, 8)], tmp_path / "out.txt")
+
+
+def test_masked_operators_on_the_torch_backend():
+    """The exact reference of a masked operator runs on the float64 numpy copies."""
+    records = run_study(["performer+toeplitz", "performer+exp-decay"], lengths=(16,), dim=8,
+                        value_dim=4, heads=1, causal=(False, True), backend="torch",
+                        repeats=1)
+    assert records and all(r["rel_error"] is not None for r in records), records[0]["notes"]
+    assert all(r["backend"] == "torch" for r in records)

@@ -51,7 +51,8 @@ def causal_masked_matmul(
     (``m x d_v``), output row ``A_i S_i``; parallel over the flattened batch dimensions.
     Time ``O(L·m·d_v)``, extra memory ``O(m·d_v)`` per thread.
     """
-    batch = A.shape[:-2]
+    batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2], V.shape[:-2])
+    A, B, V = (np.broadcast_to(x, (*batch, *x.shape[-2:])) for x in (A, B, V))
     L, m = A.shape[-2:]
     dv = V.shape[-1]
     a = np.ascontiguousarray(A.reshape((-1, L, m)))

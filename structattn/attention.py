@@ -114,6 +114,8 @@ def _safe_divide(num: Any, den: Any) -> Any:
     """``num / den`` row-wise, 0 where ``den == 0`` (no NaN, gradients stay finite)."""
     xp = namespace(num, den)
     nonzero = den != 0
+    if bool(xp.all(nonzero)):  # the common case: one pass
+        return num / den
     return xp.where(nonzero, num / xp.where(nonzero, den, xp.ones_like(den)), xp.zeros_like(num))
 
 

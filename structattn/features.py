@@ -353,30 +353,32 @@ class PositiveRandomFeatures(RandomFeatureMap):
     def _features(self, x: Any) -> Any:
         return namespace(x).exp(self._log_features(x)) * self._norm()
 
+    def _stabilized(self, logf: Any, shift: Any) -> Any:
+        """``exp(logf - shift) · m^{-1/2} + eps`` in one exponential pass."""
+        feats = namespace(logf).exp(logf - (shift - math.log(self._norm())))
+        return feats + self.eps if self.eps else feats
+
     def queries(self, x: Any) -> Any:
         self._check(x, "q")
-        xp = namespace(x)
         logf = self._log_features(x)
-        logf = logf - xp.max(logf, axis=-1, keepdims=True)
-        return xp.exp(logf) * self._norm() + self.eps
+        return self._stabilized(logf, namespace(x).max(logf, axis=-1, keepdims=True))
 
     def keys(self, x: Any, *, causal: bool = False) -> Any:
         self._check(x, "k")
         xp = namespace(x)
         logf = self._log_features(x)
         if not causal:
-            shift = xp.max(logf, axis=(-2, -1), keepdims=True)
-            return xp.exp(logf - shift) * self._norm() + self.eps
+            return self._stabilized(logf, xp.max(logf, axis=(-2, -1), keepdims=True))
         # every row sees the first key, so shifting by its max is causal
         shift = xp.max(logf[..., :1, :], axis=(-2, -1), keepdims=True)
         with np.errstate(over="ignore"):
-            feats = xp.exp(logf - shift)
+            feats = self._stabilized(logf, shift)
         if not bool(xp.all(xp.isfinite(feats))):
             # a later key exceeds the first by more than the exponent range: use the
             # data-independent cap  w_r·k - |k|²/2 <= |w_r|²/2  (log-features <= H)
             bound = as_like(np.array(self._key_bound(x)), x)
-            feats = xp.exp(logf - xp.where(shift > bound, shift, bound))
-        return feats * self._norm() + self.eps
+            feats = self._stabilized(logf, xp.where(shift > bound, shift, bound))
+        return feats
 
 
 @dataclass(frozen=True, eq=False)

@@ -37,7 +37,7 @@ from .._array import (
 )
 from ..backends import resolve_backend
 
-__all__ = ["Mask", "StructureWarning", "generic_masked_matmul", "khatri_rao_rows"]
+__all__ = ["CostDispatch", "Mask", "StructureWarning", "generic_masked_matmul", "khatri_rao_rows"]
 
 #: Elements of the ``(..., N, m_chunk * d_v)`` block the generic masked product forms at once.
 _GENERIC_BLOCK_ELEMENTS = 1 << 22
@@ -425,3 +425,22 @@ def _f64():
 
 def _backend_of(like: Any) -> str:
     return "torch" if is_torch(like) else "numpy"
+
+
+class CostDispatch:
+    """Mixin of masks with several exact algorithms, chosen by a cost model.
+
+    The mask has a ``method`` field (``"auto"`` or an algorithm name) and implements
+    ``_costs(F) -> {algorithm: estimated flops}``; ``"auto"`` takes the cheapest.
+    """
+
+    method: str
+
+    def _costs(self, F: int) -> dict[str, float]:
+        raise AssertionError("CostDispatch masks implement _costs(F)")  # pragma: no cover
+
+    def _choose(self, F: int) -> str:
+        if self.method != "auto":
+            return self.method
+        costs = self._costs(F)
+        return min(costs, key=costs.get)

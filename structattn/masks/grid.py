@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import _fft
 from .._array import as_like, describe_array, dtype_name, index_like, is_numpy, is_torch, namespace
-from .base import Mask
+from .base import CostDispatch, Mask
 from .composition import Kronecker
 from .toeplitz import FFT_COST_FACTOR, Toeplitz
 
@@ -184,7 +184,7 @@ def _check_method(method: Any) -> str:
 
 # ----------------------------------------------------------------------- GridRPE
 @dataclass(frozen=True, eq=False, init=False)
-class GridRPE(Mask):
+class GridRPE(CostDispatch, Mask):
     """d-dimensional relative-position mask ``M[i, j] = f(p_i − p_j)`` on a grid.
 
     Tokens are the ``Lg = n_1·…·n_d`` points of a full grid flattened row-major,
@@ -495,12 +495,6 @@ class GridRPE(Mask):
         extra = 4.0 * self.shape[0] * F * batch if (self.num_special or self.padding
                                                     is not None) else 0.0
         return {k: v + extra for k, v in costs.items()}
-
-    def _choose(self, F: int) -> str:
-        if self.method != "auto":
-            return self.method
-        costs = self._costs(F)
-        return min(costs, key=costs.get)
 
     def cost(self, F: int) -> float:
         """Estimated flops of one product with ``F`` columns (the dispatched method).

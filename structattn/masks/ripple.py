@@ -27,7 +27,7 @@ import numpy as np
 
 from .._array import as_like, describe_array, index_like, namespace
 from ..backends import kernel
-from .base import Mask
+from .base import CostDispatch, Mask
 from .grid import (
     _check_float_array,
     _check_grid_shape,
@@ -85,7 +85,7 @@ def _ring_index(H: int, W: int, cutoff: int) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False, init=False)
-class Ripple(Mask):
+class Ripple(CostDispatch, Mask):
     """Ripple mask on an ``H x W`` grid: ``M[i, j] = α_{r(i, j)}``, ``r = ‖p_i − p_j‖_∞``.
 
     Parameters
@@ -269,12 +269,6 @@ class Ripple(Mask):
         # 3 adds and 1 fused multiply-add
         costs["sat"] = SAT_COST_FACTOR * batch * F * L * (_SAT_TABLE_COST + 5.0 * r_eff)
         return costs
-
-    def _choose(self, F: int) -> str:
-        if self.method != "auto":
-            return self.method
-        costs = self._costs(F)
-        return min(costs, key=costs.get)
 
     def cost(self, F: int) -> float:
         """Estimated flops of one product with ``F`` columns (the dispatched method).

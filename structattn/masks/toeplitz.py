@@ -31,7 +31,7 @@ from .._array import (
     is_torch,
     namespace,
 )
-from .base import Mask
+from .base import CostDispatch, Mask
 from .causal import DecayedCausal
 from .composition import Scaled, Sum
 
@@ -57,7 +57,7 @@ def _dense_index(L: int) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class Toeplitz(Mask):
+class Toeplitz(CostDispatch, Mask):
     """A Toeplitz mask ``M[i, j] = c_{i-j}`` from ``2L - 1`` coefficients.
 
     Parameters
@@ -233,12 +233,6 @@ class Toeplitz(Mask):
         fft = FFT_COST_FACTOR * (F * (5.0 * P * math.log2(max(P, 2)) + 4.0 * P)
                                  + batch * 2.5 * P * math.log2(max(P, 2)))
         return {"fft": fft, "dense": 2.0 * L * L * F * batch}
-
-    def _choose(self, F: int) -> str:
-        if self.method != "auto":
-            return self.method
-        costs = self._costs(F)
-        return min(costs, key=costs.get)
 
     def cost(self, F: int) -> float:
         """Estimated flops of one product with ``F`` columns (the dispatched method)."""

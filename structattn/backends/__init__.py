@@ -46,6 +46,11 @@ _KERNELS: dict[str, dict[str, str]] = {
         "numba": ".numba.ripple:ripple_sat",
         "torch": ".sat:ripple_sat",
     },
+    # ISTA/FISTA per (batch, column); numpy without numba and torch use the array-API
+    # core in structattn.solvers.lasso (torch: autograd through the unrolled iterations)
+    "lasso_prox": {
+        "numba": ".numba.lasso:lasso_prox",
+    },
 }
 
 

@@ -1,0 +1,200 @@
+"""VARS: attention as recurrent sparse reconstruction (solvers.md §3).
+
+Per head, the value tokens ``V`` are reconstructed from a dictionary of templates ``D``::
+
+    Z* = argmin_Z ½||V - D Z||_F² + λ||Z||₁ ,    output  Y = D_read Z*
+
+Implemented here: dynamic templates (built from the current input) with
+
+``features="exact_kernel"`` (λ = 0 only)
+    Templates are the keys in the feature space of ``k(q, k) = exp(qᵀk · scale)``, readout
+    with the queries.  ``T`` unit-normalized Richardson/ISTA steps from ``Z = 0`` with step
+    ``1/L`` kernelize (§3.4)::
+
+        W_{t+1} = W_t + (V - G_KK W_t)/L ,   Y = G_QK W_T      (W_0 = 0)
+
+    so ``Y_T = G_QK Σ_{s<T} (I - G_KK/L)^s V / L``; one step is ``G_QK V / L`` and with
+    row normalization (``(G_QK W)⊘(G_QK W_1)``, the same operator applied to a column of
+    ones) it is exactly softmax attention.
+``features="random"``
+    VARS-D: queries L2-normalized per token, positive random features
+    ``φ(u) = exp(Wᵀu - ||u||²/2)/√m`` with a frozen Gaussian ``W`` drawn from ``seed``,
+    each feature column L2-normalized over tokens → ``D`` (keys tied to queries); then
+    ``n_steps`` ISTA steps of :func:`structattn.solvers.lasso` from ``init="one_step"``
+    with ``L = "rowsum"`` and readout ``Y = D Z``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .._array import as_generator, as_like, namespace, validate_attention_inputs
+from ..backends import resolve_backend
+from .lasso import lasso
+
+__all__ = ["vars_attention"]
+
+_TEMPLATES = ("dynamic",)
+_FEATURES = ("exact_kernel", "random")
+
+
+def _exact_kernel(q: Any, k: Any, v: Any, n_steps: int, scale: float, normalize: bool) -> Any:
+    xp = namespace(q, k, v)
+    S_qk = (q @ xp.matrix_transpose(k)) * scale
+    if normalize:
+        # row shifts of G_QK cancel in the normalization
+        S_qk = S_qk - xp.max(S_qk, axis=-1, keepdims=True)
+    G_qk = xp.exp(S_qk)
+    ones = xp.ones((*v.shape[:-1], 1), dtype=v.dtype, device=_dev(v))
+    R = xp.concat([v, ones], axis=-1) if normalize else v
+    if n_steps == 1:
+        W = R  # unit step (L = 1) from W = 0
+    else:
+        S_kk = (k @ xp.matrix_transpose(k)) * scale
+        if normalize:
+            # one global shift per batch element keeps G_KK a Gram matrix; with L scaling
+            # alike, (I - G_KK/L) is unchanged and the output scale cancels
+            S_kk = S_kk - xp.max(xp.max(S_kk, axis=-1, keepdims=True), axis=-2, keepdims=True)
+        G_kk = xp.exp(S_kk)
+        L = xp.max(xp.sum(G_kk, axis=-1, keepdims=True), axis=-2, keepdims=True)
+        if hasattr(L, "detach"):
+            L = L.detach()
+        W = xp.zeros_like(R)
+        for _ in range(n_steps):
+            W = W + (R - G_kk @ W) / L
+    Y = G_qk @ W
+    if not normalize:
+        return Y
+    num, den = Y[..., :-1], Y[..., -1:]
+    return num / den
+
+
+def _dev(x: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
+def _random_templates(q: Any, m: int, seed: Any) -> Any:
+    xp = namespace(q)
+    d = q.shape[-1]
+    W = as_like(as_generator(seed).standard_normal((d, m)), q)
+    u = q / xp.clip(xp.linalg.vector_norm(q, axis=-1, keepdims=True), min=1e-30)
+    phi = xp.exp(u @ W - 0.5 * xp.sum(u * u, axis=-1, keepdims=True)) / math.sqrt(m)
+    return phi / xp.linalg.vector_norm(phi, axis=-2, keepdims=True)
+
+
+def vars_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    *,
+    templates: str = "dynamic",
+    features: str = "exact_kernel",
+    lam: float = 0.0,
+    n_steps: int = 1,
+    normalize_rows: bool = True,
+    scale: float | None = None,
+    m: int | None = None,
+    seed: Any = None,
+    backend: str = "auto",
+    check_finite: bool = True,
+) -> Any:
+    """VARS attention: the reconstruction of ``v`` from input-dependent templates.
+
+    Parameters
+    ----------
+    q : array, shape (..., L_q, d)
+    k : array, shape (..., L_k, d)
+    v : array, shape (..., L_k, d_v)
+        numpy arrays or torch tensors of one dtype and device, identical leading
+        (batch, head) dimensions, as in ``scaled_dot_product_attention``.  For
+        ``features="random"`` the keys are tied to the queries (``k`` is only validated;
+        ``L_q == L_k`` is required).
+    templates : {"dynamic"}
+        Template bank; only the dynamic (VARS-D) templates are implemented.
+    features : {"exact_kernel", "random"}
+        Exact exponential-kernel form (λ = 0 only) or positive random features.
+    lam : float
+        ``λ >= 0``.  ``λ > 0`` needs explicit features (``features="random"``): the ℓ1
+        penalty is not rotation invariant and does not kernelize.
+    n_steps : int
+        Number of unrolled solver steps (``>= 1``).
+    normalize_rows : bool, default True
+        Exact-kernel path: divide each output row by the same operator applied to a
+        column of ones (with ``lam=0, n_steps=1`` this is softmax attention).  Ignored by
+        the random-feature path.
+    scale : float, optional
+        Score scale of the exact kernel, default ``d**-0.5``.
+    m : int, optional
+        Number of random features (default ``2 d``).
+    seed : int, SeedSequence or Generator
+        Required for ``features="random"``.
+    backend : {"auto", "numpy", "numba", "torch"}
+    check_finite : bool, default True
+
+    Returns
+    -------
+    array, shape (..., L_q, d_v)
+
+    Raises
+    ------
+    TypeError, ValueError
+        Invalid inputs (named), ``lam > 0`` with the exact kernel, unknown options.
+
+    Notes
+    -----
+    Exact kernel: ``O(L_q L_k (d + d_v))`` for one step, plus ``O(L_k² (d + d_v T))`` for
+    ``T = n_steps > 1`` (step ``1/L`` with ``L`` the largest row sum of ``G_KK``, a bound
+    on its spectral norm, gradient stopped).  Without ``normalize_rows`` no score shift
+    is applied (exp overflow is the caller's concern).  Random features:
+    ``O(L m (d + m + d_v))`` per step — linear in ``L``.  On torch, gradients flow
+    through the unrolled steps.
+    """
+    _, L_q, L_k, d, _ = validate_attention_inputs(q, k, v, check_finite=check_finite)
+    resolve_backend(backend, q, k, v)
+    if templates not in _TEMPLATES:
+        raise ValueError(
+            f"templates must be one of {_TEMPLATES}, got {templates!r} (static/both "
+            "template banks are not implemented)"
+        )
+    if features not in _FEATURES:
+        raise ValueError(f"features must be one of {_FEATURES}, got {features!r}")
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
+        raise TypeError(f"lam must be a real number, got {lam!r}")
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    elif isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(
+        scale
+    ):
+        raise ValueError(f"scale must be a finite real number or None, got {scale!r}")
+    if features == "exact_kernel":
+        if lam != 0:
+            raise ValueError(
+                f"lam={lam} > 0 needs explicit features: the l1 penalty does not kernelize; "
+                "use features='random' (with m and seed)"
+            )
+        return _exact_kernel(q, k, v, int(n_steps), float(scale), bool(normalize_rows))
+    if L_q != L_k:
+        raise ValueError(
+            f"features='random' ties keys to queries and needs L_q == L_k, got {L_q}, {L_k}"
+        )
+    if seed is None:
+        raise TypeError("features='random' needs an explicit seed (int, SeedSequence, Generator)")
+    m = 2 * d if m is None else m
+    if isinstance(m, bool) or not isinstance(m, (numbers.Integral, np.integer)) or m < 1:
+        raise ValueError(f"m must be a positive int, got {m!r}")
+    D = _random_templates(q, int(m), seed)
+    res = lasso(
+        D, v, float(lam), method="ista", n_iter=int(n_steps), tol=0.0, L="rowsum",
+        init="one_step", warn=False, backend=backend, check_finite=False,
+    )
+    return res.recon

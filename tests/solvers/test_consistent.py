@@ -1,0 +1,252 @@
+"""Consistent multi-layer attention: analytic case, certificates, solver agreement, gradients."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from structattn.solvers import ConvergenceWarning, consistent_attention
+
+from ..conftest import to_np
+
+torch = pytest.importorskip("torch")
+
+RNG = np.random.default_rng(20240612)
+INSTANCES = [  # (shapes fine → coarse, pools)
+    ([(4, 4), (2, 2)], [2]),
+    ([(2, 6, 6), (2, 2, 2)], [3]),
+    ([(3, 8, 8), (3, 4, 4), (3, 2, 2)], [2, 2]),
+    ([(12, 12), (6, 6), (3, 3), (1, 1)], [2, 2, 3]),
+]
+
+
+def pool(x: np.ndarray, s: int) -> np.ndarray:
+    *b, h, w = x.shape
+    return x.reshape(*b, h // s, s, w // s, s).sum(axis=(-3, -1))
+
+
+def up(x: np.ndarray, s: int) -> np.ndarray:
+    return np.repeat(np.repeat(x, s, axis=-2), s, axis=-1)
+
+
+def grid_softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=(-2, -1), keepdims=True))
+    return e / e.sum(axis=(-2, -1), keepdims=True)
+
+
+def draw(shapes, scale=1.0):
+    return [RNG.standard_normal(s) * scale for s in shapes]
+
+
+def assert_on_simplex(maps):
+    for p in maps:
+        p = to_np(p)
+        assert np.all(p >= 0)
+        np.testing.assert_allclose(p.sum(axis=(-2, -1)), 1.0, atol=1e-13)
+
+
+# ------------------------------------------------------------------ analytic case
+@pytest.mark.parametrize("method", ["closed_form", "dual_gd", "newton"])
+def test_analytic_two_layer_case(method):
+    # θ₁ = 0 ⇒ LSEpool(θ₁) = log 4 everywhere ⇒ p₂ = softmax(½ log w) = √w / Σ√w.
+    w = np.array([[1.0, 2.0], [3.0, 4.0]])
+    res = consistent_attention([np.zeros((4, 4)), np.log(w)], [2], method=method)
+    assert res.converged
+    p1, p2 = res.maps
+    expected = np.sqrt(w) / np.sqrt(w).sum()
+    np.testing.assert_allclose(p2, expected, atol=1e-10)
+    np.testing.assert_allclose(p2.ravel(), [0.162700, 0.230093, 0.281805, 0.325401], atol=5e-7)
+    # each fine window is uniform and carries the coarse mass
+    np.testing.assert_allclose(p1, up(expected, 2) / 4.0, atol=1e-10)
+    lam = 0.5 * (np.log(4.0) - np.log(w))
+    np.testing.assert_allclose(res.duals[0], lam - lam.mean(), atol=1e-8)
+
+
+def test_already_consistent_scores_give_unconstrained_softmax():
+    th1 = RNG.standard_normal((6, 6))
+    th2 = np.log(pool(np.exp(th1), 3))  # LSEpool(θ₁) = θ₂
+    res = consistent_attention([th1, th2], [3])
+    np.testing.assert_allclose(res.maps[0], grid_softmax(th1), atol=1e-14)
+    np.testing.assert_allclose(res.maps[1], grid_softmax(th2), atol=1e-14)
+    np.testing.assert_allclose(res.duals[0], 0.0, atol=1e-13)
+
+
+# ------------------------------------------------------------------ certificates
+@pytest.mark.parametrize("shapes,pools", INSTANCES)
+def test_closed_form_certificates(shapes, pools):
+    scores = draw(shapes, 2.0)
+    res = consistent_attention(scores, pools)
+    assert res.converged and res.n_iter == 0
+    assert res.feasibility < 1e-12
+    assert abs(res.gap) < 1e-10
+    assert_on_simplex(res.maps)
+    # stationarity: each map is the softmax of its shifted score θ_j + λ_{j-1} - up(λ_j)
+    for j, th in enumerate(scores):
+        shifted = th.copy()
+        if j > 0:
+            shifted = shifted + res.duals[j - 1]
+        if j < len(pools):
+            shifted = shifted - up(res.duals[j], pools[j])
+        np.testing.assert_allclose(res.maps[j], grid_softmax(shifted), atol=1e-13)
+    for lam in res.duals:
+        np.testing.assert_allclose(lam.mean(axis=(-2, -1)), 0.0, atol=1e-13)
+
+
+# ------------------------------------------------------------------ solver agreement
+@pytest.mark.parametrize("shapes,pools", INSTANCES)
+@pytest.mark.parametrize("method", ["dual_gd", "newton"])
+def test_iterative_solvers_match_closed_form(shapes, pools, method):
+    scores = draw(shapes)
+    ref = consistent_attention(scores, pools)
+    res = consistent_attention(scores, pools, method=method, tol=1e-12, max_iter=5000)
+    assert res.converged, (res.feasibility, res.gap)  # residuals first
+    assert res.feasibility <= 1e-12 and res.gap <= 1e-11
+    assert res.n_iter >= 1
+    assert_on_simplex(res.maps)
+    for p, q in zip(res.maps, ref.maps, strict=True):
+        np.testing.assert_allclose(p, q, atol=1e-10)
+    for a, b in zip(res.duals, ref.duals, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_agrees_with_slsqp_on_primal():
+    th1, th2 = RNG.standard_normal((4, 4)), RNG.standard_normal((2, 2))
+
+    def neg_obj(x):
+        p1 = np.clip(x.reshape(4, 4), 1e-300, None)
+        p2 = pool(p1, 2)
+        val = np.sum(th1 * p1 - p1 * np.log(p1)) + np.sum(th2 * p2 - p2 * np.log(p2))
+        grad = th1 - np.log(p1) - 1.0 + up(th2 - np.log(p2) - 1.0, 2)
+        return -val, -grad.ravel()
+
+    sol = minimize(
+        neg_obj,
+        np.full(16, 1 / 16),
+        jac=True,
+        method="SLSQP",
+        bounds=[(1e-12, 1.0)] * 16,
+        constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1.0, "jac": lambda x: np.ones(16)}],
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
+    assert sol.success
+    res = consistent_attention([th1, th2], [2])
+    np.testing.assert_allclose(res.maps[0].ravel(), sol.x, atol=1e-6)
+    np.testing.assert_allclose(res.maps[1], pool(sol.x.reshape(4, 4), 2), atol=1e-6)
+
+
+# ------------------------------------------------------------------ gauge
+@pytest.mark.parametrize("method", ["closed_form", "dual_gd", "newton"])
+def test_gauge_invariance(method):
+    shapes, pools = INSTANCES[2]
+    scores = draw(shapes)
+    res = consistent_attention(scores, pools, method=method)
+    shifted_scores = [s + c for s, c in zip(scores, (3.0, -1.5, 7.0), strict=True)]
+    res2 = consistent_attention(shifted_scores, pools, method=method)
+    for p, q in zip(res.maps, res2.maps, strict=True):
+        np.testing.assert_allclose(p, q, atol=1e-10)
+    # shifting each λ_j by a constant leaves every reparameterized map unchanged
+    duals = [lam + c for lam, c in zip(res.duals, (2.5, -4.0), strict=True)]
+    for j, th in enumerate(scores):
+        shifted = th + (duals[j - 1] if j > 0 else 0.0)
+        if j < len(pools):
+            shifted = shifted - up(duals[j], pools[j])
+        np.testing.assert_allclose(grid_softmax(shifted), res.maps[j], atol=1e-10)
+
+
+def test_single_layer_is_softmax():
+    th = RNG.standard_normal((2, 3, 5))
+    res = consistent_attention([th], [])
+    np.testing.assert_allclose(res.maps[0], grid_softmax(th), atol=1e-15)
+    assert res.duals == () and res.converged
+
+
+# ------------------------------------------------------------------ convergence reporting
+def test_unconverged_warns_or_raises():
+    scores = draw(INSTANCES[2][0], 3.0)
+    with pytest.warns(ConvergenceWarning, match="feasibility"):
+        res = consistent_attention(scores, [2, 2], method="dual_gd", max_iter=3)
+    assert not res.converged and res.n_iter == 3 and res.feasibility > 1e-10
+    with pytest.raises(RuntimeError, match="max_iter"):
+        consistent_attention(scores, [2, 2], method="dual_gd", max_iter=3, strict=True)
+
+
+# ------------------------------------------------------------------ torch
+def test_torch_matches_numpy_and_keeps_dtype():
+    shapes, pools = INSTANCES[2]
+    scores = draw(shapes)
+    ref = consistent_attention(scores, pools)
+    for dtype, atol in ((torch.float64, 1e-13), (torch.float32, 1e-6)):
+        ts = [torch.as_tensor(s, dtype=dtype) for s in scores]
+        for method in ("closed_form", "newton"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                res = consistent_attention(ts, pools, method=method)
+            assert all(isinstance(p, torch.Tensor) and p.dtype == dtype for p in res.maps)
+            assert all(lam.dtype == dtype for lam in res.duals)
+            for p, q in zip(res.maps, ref.maps, strict=True):
+                np.testing.assert_allclose(to_np(p), q, atol=atol)
+
+
+def test_gradcheck_closed_form():
+    shapes, pools = [(1, 4, 4), (1, 2, 2), (1, 1, 1)], [2, 2]
+    inputs = [torch.tensor(s, dtype=torch.float64, requires_grad=True) for s in draw(shapes)]
+
+    def f(*th):
+        res = consistent_attention(list(th), pools)
+        return tuple(res.maps) + tuple(res.duals)
+
+    assert torch.autograd.gradcheck(f, tuple(inputs), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+    # envelope theorem: ∂(optimal value)/∂θ_j = p_j
+    def value(*th):
+        res = consistent_attention(list(th), pools)
+        return sum((t * p - p * torch.log(p)).sum() for t, p in zip(th, res.maps, strict=True))
+
+    grads = torch.autograd.grad(value(*inputs), inputs)
+    res = consistent_attention([x.detach() for x in inputs], pools)
+    for g, p in zip(grads, res.maps, strict=True):
+        torch.testing.assert_close(g, p, atol=1e-12, rtol=0)
+
+
+def test_unrolled_dual_gd_gradient_matches_closed_form():
+    shapes, pools = [(6, 6), (3, 3)], [2]
+    raw = draw(shapes)
+    w = [torch.tensor(RNG.standard_normal(s)) for s in shapes]
+
+    def grads(method):
+        th = [torch.tensor(s, requires_grad=True) for s in raw]
+        res = consistent_attention(th, pools, method=method, tol=1e-12, max_iter=5000)
+        assert res.converged
+        loss = sum((wj * p).sum() for wj, p in zip(w, res.maps, strict=True))
+        return torch.autograd.grad(loss, th)
+
+    for a, b in zip(grads("dual_gd"), grads("closed_form"), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-8, rtol=0)
+
+
+# ------------------------------------------------------------------ bad input
+def test_rejects_non_integer_pool():
+    with pytest.raises(TypeError, match=r"pools\[0\] must be a positive int"):
+        consistent_attention([np.zeros((4, 4)), np.zeros((2, 2))], [2.0])
+
+
+def test_rejects_pool_not_dividing_shape():
+    with pytest.raises(ValueError, match=r"pools\[0\] = 2 does not divide the grid \(5, 4\)"):
+        consistent_attention([np.zeros((5, 4)), np.zeros((2, 2))], [2])
+    with pytest.raises(ValueError, match=r"scores\[1\] has grid \(4, 4\)"):
+        consistent_attention([np.zeros((4, 4)), np.zeros((4, 4))], [2])
+
+
+def test_rejects_non_finite_scores():
+    th2 = np.zeros((2, 2))
+    th2[0, 1] = np.nan
+    with pytest.raises(ValueError, match=r"scores\[1\] contains NaN or Inf"):
+        consistent_attention([np.zeros((4, 4)), th2], [2])
+
+
+def test_rejects_wrong_number_of_pools():
+    with pytest.raises(ValueError, match="3 score maps need 2 pools, got 1"):
+        consistent_attention([np.zeros((8, 8)), np.zeros((4, 4)), np.zeros((2, 2))], [2])

@@ -40,13 +40,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from .._array import describe_array, dtype_name, is_numpy, is_torch, namespace
 from .simplex import ConvergenceWarning, softmax
 
 __all__ = ["ConsistentAttentionResult", "consistent_attention"]
 
-_METHODS = ("closed_form", "dual_gd", "newton")
+_METHODS = ("closed_form", "dual_gd", "newton", "witness")
+_GRADS = ("auto", "implicit", "unroll")
 _ACCEPTED_DTYPES = ("float32", "float64")
 _DEFAULT_TOL = {"float32": 1e-6, "float64": 1e-10}
 
@@ -74,9 +76,20 @@ class ConsistentAttentionResult:
         dual value minus a feasible primal value it bounds the suboptimality of ``q``
         (up to rounding, it is ``>= 0``).
     converged : bool
-        ``feasibility <= tol`` and ``gap <= tol · max(1, |g|)``.
+        ``feasibility <= tol`` and ``gap <= tol · max(1, |g|)``.  In witness mode this only
+        reports whether the given witness certifies optimality to ``tol``.
     method : str
         The solver used.
+    marginals : tuple of (array, array) pairs
+        Witness mode only (empty otherwise): for each constraint ``j`` the two
+        reparameterized marginals on grid ``j+1``, ``(A_j p_j(λ), p_{j+1}(λ))``; for two
+        layers these are the official code's ``normalize(SumPool(p_1)·e^{-λ})`` and
+        ``normalize(p_2·e^{+λ})`` with ``p_j`` the plain softmax maps.
+    kl : tuple of arrays, batch shape
+        Witness mode only: ``KL(p_{j+1}(λ) ‖ A_j p_j(λ))`` per constraint, computed in log
+        space (the official consistency penalty; differentiable on torch tensors).
+    l1 : tuple of arrays, batch shape
+        Witness mode only: ``||A_j p_j(λ) - p_{j+1}(λ)||_1`` per constraint.
     """
 
     maps: tuple
@@ -86,6 +99,9 @@ class ConsistentAttentionResult:
     gap: float
     converged: bool
     method: str
+    marginals: tuple = ()
+    kl: tuple = ()
+    l1: tuple = ()
 
 
 # ----------------------------------------------------------------- validation
@@ -158,6 +174,58 @@ def _validate(scores: Any, pools: Any) -> tuple[list, list[int]]:
             )
         out.append(s)
     return scores, out
+
+
+def _validate_witness(witness: Any, scores: list, pools: list[int]) -> list:
+    """The witness as a list of ``M - 1`` arrays broadcastable to the dual shapes."""
+    if witness is None:
+        raise ValueError("method='witness' needs witness= (the dual maps λ_j), got None")
+    if is_numpy(witness) or is_torch(witness):
+        if len(pools) != 1:
+            raise ValueError(
+                f"a single witness array serves two layers only; {len(scores)} score maps "
+                f"need a list of {len(pools)} witness maps"
+            )
+        witness = [witness]
+    if isinstance(witness, (str, bytes)) or not isinstance(witness, Sequence):
+        raise TypeError(f"witness must be an array or a list of arrays, got {witness!r}")
+    witness = list(witness)
+    if len(witness) != len(pools):
+        raise ValueError(
+            f"witness must have one map per constraint: {len(scores)} score maps need "
+            f"{len(pools)} witness maps, got {len(witness)}"
+        )
+    first = scores[0]
+    for j, lam in enumerate(witness):
+        name = f"witness[{j}]"
+        if not (is_numpy(lam) or is_torch(lam)) or is_torch(lam) != is_torch(first):
+            raise TypeError(
+                f"{name} must be of the kind of the scores ({describe_array(first)}), "
+                f"got {type(lam).__name__}"
+            )
+        if dtype_name(lam) != dtype_name(first):
+            raise TypeError(
+                f"{name} must have the dtype of the scores ({dtype_name(first)}), "
+                f"got {dtype_name(lam)}"
+            )
+        if is_torch(lam) and lam.device != first.device:
+            raise ValueError(f"{name} must be on the device {first.device}, got {lam.device}")
+        target = tuple(scores[j + 1].shape)
+        ok = lam.ndim >= 2 and lam.ndim <= len(target)
+        if ok:
+            try:
+                ok = tuple(np.broadcast_shapes(tuple(lam.shape), target)) == target
+            except ValueError:
+                ok = False
+        if not ok:
+            raise ValueError(
+                f"{name} must broadcast to the shape {target} of scores[{j + 1}], "
+                f"got shape {tuple(lam.shape)}"
+            )
+        xp = namespace(lam)
+        if not bool(xp.all(xp.isfinite(lam))):
+            raise ValueError(f"{name} contains NaN or Inf values ({describe_array(lam)})")
+    return witness
 
 
 def _validate_options(method: Any, tol: Any, max_iter: Any, strict: Any, dtype: str) -> float:
@@ -457,6 +525,100 @@ def _newton(scores: list, pools: list[int], tol: float, max_iter: int) -> tuple[
     return lam, max_iter
 
 
+def _witness(scores: list, pools: list[int], lam: list) -> tuple:
+    """Witness mode (solvers.md §2.6): reparameterized maps, marginals, KL and L1 residuals.
+
+    For constraint ``j`` the marginals are ``q = A_j p_j(λ)`` and ``r = p_{j+1}(λ)`` with
+    ``p_j(λ) = softmax(θ̃_j(λ))``; ``log q = LSEpool(θ̃_j) - LSE(θ̃_j)`` and
+    ``log r = θ̃_{j+1} - LSE(θ̃_{j+1})``, so ``KL(r ‖ q) = Σ r (log r - log q)`` is evaluated
+    without forming ``log`` of a possibly underflowed probability.
+    """
+    xp = namespace(*scores)
+    shifted = _shifted(scores, pools, lam)
+    maps = [_softmax2(t) for t in shifted]
+    lses = [_lse(t) for t in shifted]
+    marginals, kls, l1s = [], [], []
+    for j, s in enumerate(pools):
+        log_q = _window_lse(shifted[j], s) - lses[j][..., None, None]
+        log_r = shifted[j + 1] - lses[j + 1][..., None, None]
+        q, r = xp.exp(log_q), maps[j + 1]
+        marginals.append((q, r))
+        kls.append(xp.sum(r * (log_r - log_q), axis=(-2, -1)))
+        l1s.append(xp.sum(xp.abs(q - r), axis=(-2, -1)))
+    return shifted, maps, marginals, kls, l1s
+
+
+def _implicit_outputs(scores: list, pools: list[int], duals: list) -> tuple[list, list]:
+    """``(maps, gauge-fixed duals)`` as a differentiable function of ``(θ, λ)``."""
+    return [_softmax2(t) for t in _shifted(scores, pools, duals)], _gauge_fix(duals)
+
+
+_IMPLICIT_FN = None
+
+
+def _implicit_function():
+    """The torch ``autograd.Function`` of ``θ ↦ (p(θ, λ*(θ)), λ*(θ))`` (built lazily).
+
+    Forward: given the scores and the (already solved, detached) optimal duals, return
+    the maps and the gauge-fixed duals.  Backward (implicit function theorem on
+    ``F(λ, θ) = ∇_λ g = p_{j+1} - A_j p_j = 0`` with ``mean(λ_j) = 0``): with ``v̄`` the
+    output cotangents, ``ḡ_λ = (∂out/∂λ)ᵀ v̄`` is mean-zero per block (the maps are
+    gauge invariant and the gauge fix projects), ``w = (H + Σ_k 1_k 1_kᵀ / n_k)⁻¹ ḡ_λ``
+    equals ``H⁺ ḡ_λ`` on that subspace, and ``θ̄ = (∂out/∂θ)ᵀ v̄ - (∂F/∂θ)ᵀ w``.  The
+    Hessian is formed densely (``O(N³)`` per solve for ``N`` duals).  First order only.
+    """
+    global _IMPLICIT_FN
+    if _IMPLICIT_FN is not None:
+        return _IMPLICIT_FN
+    import torch
+    from torch.autograd.function import once_differentiable
+
+    class ImplicitConsistent(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, pools, n_layers, *args):
+            ctx.pools, ctx.n_layers = pools, n_layers
+            ctx.save_for_backward(*args)
+            scores, duals = list(args[:n_layers]), list(args[n_layers:])
+            maps, out = _implicit_outputs(scores, list(pools), duals)
+            return (*maps, *out)
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, *cotangents):
+            pools, n_layers = list(ctx.pools), ctx.n_layers
+            saved = ctx.saved_tensors
+            scores = [x.detach().requires_grad_(True) for x in saved[:n_layers]]
+            duals = [x.detach().requires_grad_(True) for x in saved[n_layers:]]
+            with torch.enable_grad():
+                maps, out = _implicit_outputs(scores, pools, duals)
+                outs = [*maps, *out]
+                cot = [
+                    torch.zeros_like(o) if c is None else c
+                    for o, c in zip(outs, cotangents, strict=True)
+                ]
+                direct = torch.autograd.grad(
+                    outs, scores + duals, cot, allow_unused=True, retain_graph=True
+                )
+                g_th = [
+                    torch.zeros_like(x) if d is None else d
+                    for x, d in zip(scores, direct[:n_layers], strict=True)
+                ]
+                g_lam = [
+                    torch.zeros_like(x) if d is None else d
+                    for x, d in zip(duals, direct[n_layers:], strict=True)
+                ]
+                sizes = [int(x.shape[-2] * x.shape[-1]) for x in duals]
+                H = _hessian([m.detach() for m in maps], pools, sizes)
+                w = torch.linalg.solve(H, _flatten(g_lam)[..., None])[..., 0]
+                F = _grad(maps, pools)
+                corr = torch.autograd.grad(F, scores, _unflatten(w, duals), allow_unused=True)
+            grads = [g if c is None else g - c for g, c in zip(g_th, corr, strict=True)]
+            return (None, None, *grads, *([None] * len(duals)))
+
+    _IMPLICIT_FN = ImplicitConsistent
+    return _IMPLICIT_FN
+
+
 # ---------------------------------------------------------------- public API
 def consistent_attention(
     scores: Sequence[Any],
@@ -466,6 +628,8 @@ def consistent_attention(
     tol: float | None = None,
     max_iter: int = 1000,
     strict: bool = False,
+    grad: str = "auto",
+    witness: Any = None,
 ) -> ConsistentAttentionResult:
     """Consistent multi-layer attention maps (solvers.md §2): the entropic projection of
     per-layer softmax attention onto maps whose window sums agree across layers.
@@ -485,24 +649,47 @@ def consistent_attention(
     pools : list of int
         ``len(scores) - 1`` positive pooling factors: ``h_j = pools[j] · h_{j+1}`` and
         ``w_j = pools[j] · w_{j+1}`` exactly.
-    method : {"closed_form", "dual_gd", "newton"}
+    method : {"closed_form", "dual_gd", "newton", "witness"}
         ``"closed_form"``: nested-logit recursion, exact (the reference).  ``"dual_gd"``:
         accelerated dual gradient descent (step ``1/L``, ``L = 2`` for two layers, 4 for
         chains).  ``"newton"``: damped Newton with a dense ``N × N`` Hessian (``N`` = number
-        of duals; for small and medium grids).
+        of duals; for small and medium grids).  ``"witness"``: no solve; evaluate the
+        reparameterization at the given ``witness`` λ (the official code's learned,
+        input-independent λ, §2.6) and return the reparameterized maps
+        ``softmax(θ̃_j(λ))``, the marginals ``(A_j p_j(λ), p_{j+1}(λ))`` and their
+        ``kl`` and ``l1`` residuals (the training penalty is ``α · kl``, α = 10 in the
+        released config).  Nothing is enforced: ``maps`` are consistent only when λ is
+        optimal (then ``kl = 0``).  The official code reweights features by the plain
+        ``softmax(θ_j)``, which is ``maps`` at ``witness = 0``.
     tol : float, optional
         Tolerance on ``feasibility`` and on ``gap / max(1, |g|)``.  Default 1e-10 for
         float64, 1e-6 for float32 inputs.
     max_iter : int
         Iteration budget of the dual solvers.
     strict : bool
-        Raise instead of warn when the solver did not reach ``tol``.
+        Raise instead of warn when the solver did not reach ``tol`` (not used in witness
+        mode, which never warns).
+    grad : {"auto", "implicit", "unroll"}
+        Gradients on torch tensors.  ``"implicit"``: implicit-function-theorem backward
+        through the optimality conditions ``∇_λ g = 0`` with the gauge fixed
+        (``mean(λ_j) = 0``; one dense Hessian solve), the solver runs without autograd.
+        ``"unroll"``: autograd through the iterations of ``"dual_gd"`` / ``"newton"``
+        (``O(n_iter · n_1)`` memory, gradient error tracks the forward residual); for
+        ``"closed_form"`` and ``"witness"`` this is plain autograd.  ``"auto"``: plain
+        autograd for ``"closed_form"`` and ``"witness"``, implicit otherwise.
+        ``"implicit"`` is not defined for ``"witness"``.  Ignored for numpy inputs.
+    witness : array or list of arrays, optional
+        Required by (and only used with) ``method="witness"``: the duals ``λ_j``, one per
+        constraint (a single array is accepted for two layers), each broadcastable to the
+        shape of ``scores[j + 1]`` (e.g. one ``(h_2, w_2)`` map shared by the batch), of
+        the kind and dtype of the scores.
 
     Returns
     -------
     ConsistentAttentionResult
         ``maps`` (same kind, dtype and device as ``scores``), gauge-fixed ``duals``,
-        ``n_iter``, ``feasibility``, ``gap``, ``converged``, ``method``.
+        ``n_iter``, ``feasibility``, ``gap``, ``converged``, ``method``; in witness mode
+        also ``marginals``, ``kl`` and ``l1``.
 
     Raises
     ------
@@ -525,15 +712,50 @@ def consistent_attention(
     Notes
     -----
     The closed form is ``O(n_1)`` time and memory and fully differentiable on torch
-    tensors (plain autograd through log-sum-exp and softmax).  ``"dual_gd"`` converges
-    linearly with a rate that degrades as the maps become peaked; it is differentiable on
-    torch tensors by unrolling (``O(n_iter · n_1)`` memory).  ``"newton"`` costs ``O(N³)``
-    per step.  Implicit-function gradients and the learned-witness mode of the official
-    code (§2.6) are not implemented.
+    tensors (plain autograd through log-sum-exp and softmax, to any order).
+    ``"dual_gd"`` converges linearly with a rate that degrades as the maps become peaked.
+    ``"newton"`` costs ``O(N³)`` per step.  Implicit gradients are first order only
+    (``once_differentiable``) and exact up to the forward residual.
     """
     scores, pools = _validate(scores, pools)
     tol = _validate_options(method, tol, max_iter, strict, dtype_name(scores[0]))
     max_iter = int(max_iter)
+    if grad not in _GRADS:
+        raise ValueError(f"grad must be one of {_GRADS}, got {grad!r}")
+    if method == "witness":
+        if grad == "implicit":
+            raise ValueError(
+                "grad='implicit' is not defined for method='witness' (nothing is solved); "
+                "use grad='auto' (ordinary autograd)"
+            )
+        lam = _validate_witness(witness, scores, pools)
+        shifted, maps, marginals, kls, l1s = _witness(scores, pools, lam)
+        feas, gap, gabs = _certificates(scores, pools, maps, _dual_value(shifted))
+        return ConsistentAttentionResult(
+            maps=tuple(maps),
+            duals=tuple(_gauge_fix(lam)),
+            n_iter=0,
+            feasibility=feas,
+            gap=gap,
+            converged=bool(feas <= tol and gap <= tol * max(1.0, gabs)),
+            method=method,
+            marginals=tuple(marginals),
+            kl=tuple(kls),
+            l1=tuple(l1s),
+        )
+    if witness is not None:
+        raise ValueError(f"witness= is only used with method='witness', got method={method!r}")
+    implicit = grad == "implicit" or (grad == "auto" and method != "closed_form")
+    implicit = (
+        implicit
+        and bool(pools)
+        and is_torch(scores[0])
+        and _grad_enabled()
+        and any(s.requires_grad for s in scores)
+    )
+    user_scores = scores
+    if implicit:  # solve without autograd; the Function below attaches the gradient
+        scores = [s.detach() for s in scores]
     if method == "closed_form":
         maps, duals = _closed_form(scores, pools)
         n_iter = 0
@@ -547,6 +769,9 @@ def consistent_attention(
         duals, n_iter = solver(scores, pools, tol, max_iter) if pools else ([], 0)
         maps, feas, gap, converged = _check(scores, pools, duals, tol)
         duals = _gauge_fix(duals)
+    if implicit:
+        out = _implicit_function().apply(tuple(pools), len(scores), *user_scores, *duals)
+        maps, duals = list(out[: len(scores)]), list(out[len(scores) :])
     if not converged:
         msg = (
             f"consistent_attention(method={method!r}) stopped after {n_iter} iterations with "
@@ -565,6 +790,12 @@ def consistent_attention(
         converged=bool(converged),
         method=method,
     )
+
+
+def _grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
 
 
 def _eps(x: Any) -> float:

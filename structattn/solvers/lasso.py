@@ -22,8 +22,8 @@ Methods
 The hot loop over batch x columns for ISTA/FISTA on numpy arrays is the numba kernel
 ``"lasso_prox"`` (:mod:`structattn.backends.numba.lasso`); the array-API core below serves
 numpy without numba, the LCA methods and torch, where autograd flows through the unrolled
-iterations (``grad="unroll"``).  Implicit differentiation (solvers.md §3.6) is not
-implemented.
+iterations (``grad="unroll"``).  ``grad="implicit"`` (torch) differentiates the
+support system of the converged solution instead (solvers.md §3.6, :func:`lasso`).
 """
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ from .._array import (
 from ..backends import kernel, resolve_backend
 from .simplex import ConvergenceWarning
 
-__all__ = ["LassoResult", "lasso", "soft_threshold"]
+__all__ = ["LassoResult", "gelu_shrink", "lasso", "soft_threshold"]
 
 _METHODS = ("ista", "fista", "lca_euler", "lca_rk4")
 _L_RULES = ("exact", "power", "rowsum")
 _INITS = ("zero", "one_step")
-_SHRINKS = ("soft",)
+_SHRINKS = ("soft", "gelu")
+_GRADS = ("unroll", "implicit")
 _TINY = 1e-300
 
 
@@ -102,6 +103,28 @@ def soft_threshold(u: Any, tau: Any) -> Any:
     """``S_τ(u) = sign(u) · max(|u| - τ, 0)`` elementwise (numpy or torch)."""
     xp = namespace(u)
     return xp.sign(u) * xp.clip(xp.abs(u) - tau, min=0.0)
+
+
+def gelu_shrink(u: Any, tau: Any) -> Any:
+    """Smooth shrink of the released VARS code: ``sign(u) · GELU(|u| - τ)``.
+
+    ``GELU(x) = x · Φ(x) = x · ½(1 + erf(x/√2))`` (the exact erf form, torch's default
+    ``F.gelu``).  Not a proximal operator: for ``0 < |u| < τ`` the output is
+    ``-sign(u)·(τ - |u|)Φ(|u| - τ)``, small and of the *opposite* sign, outputs are never
+    exactly sparse except at ``u = 0`` (where ``sign(0) = 0`` makes the map jump by
+    ``τΦ(-τ)`` on either side); for ``|u| ≫ τ`` it tends to the soft threshold.
+    """
+    xp = namespace(u)
+    x = xp.abs(u) - tau
+    if is_torch(u):
+        import torch
+
+        erf = torch.special.erf(x / math.sqrt(2.0))
+    else:
+        from scipy.special import erf as _erf
+
+        erf = _erf(x / math.sqrt(2.0))
+    return xp.sign(u) * (x * 0.5 * (1.0 + erf))
 
 
 def _dev(x: Any) -> Any:
@@ -173,11 +196,12 @@ def _solve_array(
     tol_step: float,
     dt: float,
     xx: Any | None,
+    shrink: Any = soft_threshold,
 ) -> tuple[Any, int, list[float] | None]:
     """Unrolled iterations on whole (..., k, c) arrays; stops when every column has."""
     xp = namespace(G)
     thr = lam / L
-    scale = xp.clip(xp.max(xp.abs(B), axis=-2, keepdims=True), min=_TINY)
+    scale = xp.clip(xp.max(xp.abs(_detach(B)), axis=-2, keepdims=True), min=_TINY)
     hist: list[float] | None = [] if xx is not None else None
     Z = Z0
     Y = Z0
@@ -189,23 +213,23 @@ def _solve_array(
         U = Z0
 
         def f(u: Any) -> Any:
-            a = soft_threshold(u, thr)
+            a = shrink(u, thr)
             return -u + a + Bn - Gn @ a
 
     it = 0
     for it in range(1, n_iter + 1):  # noqa: B007 - it is used after the loop
         if method == "ista":
-            Z_new = soft_threshold(Z - (G @ Z - B) / L, thr)
+            Z_new = shrink(Z - (G @ Z - B) / L, thr)
             step = Z_new - Z
         elif method == "fista":
-            Z_new = soft_threshold(Y - (G @ Y - B) / L, thr)
+            Z_new = shrink(Y - (G @ Y - B) / L, thr)
             step = Z_new - Y
             t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
             Y = Z_new + ((t - 1.0) / t_new) * (Z_new - Z)
             t = t_new
         elif method == "lca_euler":
             U = U + dt * f(U)
-            Z_new = soft_threshold(U, thr)
+            Z_new = shrink(U, thr)
             step = (Z_new - Z) / dt
         else:  # lca_rk4
             k1 = f(U)
@@ -213,7 +237,7 @@ def _solve_array(
             k3 = f(U + 0.5 * dt * k2)
             k4 = f(U + dt * k3)
             U = U + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-            Z_new = soft_threshold(U, thr)
+            Z_new = shrink(U, thr)
             step = (Z_new - Z) / dt
         Z = Z_new
         if hist is not None:
@@ -221,6 +245,94 @@ def _solve_array(
         if tol_step > 0 and float(xp.max(xp.abs(_detach(step)) * L / scale)) <= tol_step:
             break
     return Z, it, hist
+
+
+# ----------------------------------------------------------------- implicit gradients
+_MARGIN = 1e-9  # relative strict-complementarity / invertibility margin
+
+
+def _support_matrix(G: Any, Z: Any) -> Any:
+    """Per column the masked Gram ``M_j = s G s + (I - s)`` (s = support of column j).
+
+    Shape (..., c, k, k); ``M_j⁻¹ v`` solves the support system and is ``v`` off ``S``.
+    """
+    import torch
+
+    s = (Z != 0).to(G.dtype).transpose(-1, -2)  # (..., c, k)
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    return s[..., :, None] * G[..., None, :, :] * s[..., None, :] + eye * (1 - s)[..., None, :]
+
+
+def _implicit_invalid(G: Any, B: Any, Z: Any, lam: float, kkt: float, tol: float) -> str | None:
+    """Reason why the support system does not define the derivative, or None."""
+    import torch
+
+    if kkt > max(tol, 1e-6):
+        return f"the solve has not converged (scaled KKT residual {kkt:.3g})"
+    g = B - G @ Z  # Dᵀr
+    off = Z == 0
+    if lam == 0 and bool(off.any()):
+        return "lam = 0 with zero coefficients (no strict complementarity)"
+    if bool(off.any()) and float(torch.max(torch.abs(g[off]))) >= lam * (1 - _MARGIN):
+        return "strict complementarity fails (|D^T r| = lam off the support)"
+    ev = torch.linalg.eigvalsh(_support_matrix(G, Z))
+    gmax = float(torch.max(torch.abs(torch.diagonal(G, dim1=-2, dim2=-1))))
+    if float(torch.min(ev)) <= _MARGIN * gmax:
+        return "D_S^T D_S is singular on the support"
+    return None
+
+
+def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
+    """Reduce a broadcast gradient to ``shape``."""
+    while g.dim() > len(shape):
+        g = g.sum(0)
+    for i, n in enumerate(shape):
+        if n == 1 and g.shape[i] != 1:
+            g = g.sum(i, keepdim=True)
+    return g
+
+
+def _implicit_function() -> Any:
+    import torch
+
+    class _Implicit(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, D: Any, X: Any, Z: Any) -> Any:
+            ctx.save_for_backward(D, X, Z)
+            return Z.clone()
+
+        @staticmethod
+        def backward(ctx: Any, gZ: Any) -> Any:
+            D, X, Z = ctx.saved_tensors
+            G = D.transpose(-1, -2) @ D
+            G = torch.broadcast_to(G, (*Z.shape[:-2], *G.shape[-2:]))
+            Zb = Z
+            M = _support_matrix(G, Zb)
+            s = (Zb != 0).to(gZ.dtype)
+            rhs = (s * gZ).transpose(-1, -2)[..., None]  # (..., c, k, 1)
+            W = torch.linalg.solve(M, rhs)[..., 0].transpose(-1, -2) * s  # (..., k, c)
+            gX = gD = None
+            if ctx.needs_input_grad[1]:
+                gX = _sum_to(D @ W, tuple(X.shape))
+            if ctx.needs_input_grad[0]:
+                Wt, Zt = W.transpose(-1, -2), Zb.transpose(-1, -2)
+                gD = _sum_to(X @ Wt - D @ (Zb @ Wt + W @ Zt), tuple(D.shape))
+            return gD, gX, None
+
+    return _Implicit
+
+
+class _Lazy:
+    fn: Any = None
+
+    @classmethod
+    def apply(cls, *args: Any) -> Any:
+        if cls.fn is None:
+            cls.fn = _implicit_function()
+        return cls.fn.apply(*args)
+
+
+_ImplicitLasso = _Lazy
 
 
 # ----------------------------------------------------------------- validation
@@ -275,6 +387,7 @@ def lasso(
     L: Any = None,
     init: Any = None,
     shrink: str = "soft",
+    grad: str = "unroll",
     dt: float = 0.5,
     history: bool = False,
     warn: bool = True,
@@ -309,8 +422,26 @@ def lasso(
     init : None, "zero", "one_step" or array of shape (..., k, c)
         Starting point: zeros (``None``/``"zero"``), ``S_{λ/L}(DᵀX/L)`` (one ISTA step
         from zero, the VARS code's choice), or given codes.
-    shrink : {"soft"}
-        Shrinkage; only the exact soft threshold (proximal operator of ``λ||·||₁``).
+    shrink : {"soft", "gelu"}
+        ``"soft"``: the exact soft threshold ``S_{λ/L}`` (proximal operator of ``λ||·||₁``).
+        ``"gelu"``: the released VARS code's smooth surrogate
+        :func:`gelu_shrink` ``sign(u)·GELU(|u| - λ/L)`` in every place the soft threshold is
+        used (iterations and ``init="one_step"``).  It is not a proximal operator, so the
+        iteration does not solve the lasso: the certificates still measure the exact lasso
+        KKT conditions and stay away from 0 (use ``tol=0, warn=False`` for a fixed unroll).
+    grad : {"unroll", "implicit"}
+        torch only (ignored for numpy).  ``"unroll"``: autograd through the iterations.
+        ``"implicit"``: the solve runs without autograd, and a custom
+        ``torch.autograd.Function`` differentiates the support system of the solution
+        (solvers.md §3.6): on the support ``S`` of each column with signs ``s``,
+        ``(D_SᵀD_S) z_S = D_Sᵀx - λ s`` and ``z = 0`` off ``S``, so
+        ``dz_S = (D_SᵀD_S)⁻¹ (dDᵀx + Dᵀdx - (dDᵀD + DᵀdD) z)_S``.  Backward solves one
+        ``|S| x |S|`` system per column, ``w = (D_SᵀD_S)⁻¹ ḡ_S`` (zero off ``S``), and returns
+        ``x̄ = D w``, ``D̄ = x wᵀ - D(z wᵀ + w zᵀ)`` summed over columns (``λ`` and ``L``
+        are constants, a tensor ``init`` gets no gradient).  Valid when the solve has
+        converged, ``D_SᵀD_S`` is invertible and strict complementarity holds
+        (``|Dᵀr|_i < λ`` off ``S``); otherwise a ``RuntimeWarning`` is emitted and the
+        gradient falls back to unrolling.  Requires ``shrink="soft"``.
     dt : float
         Integrator step of the LCA methods in units of ``τ`` (``dt=1`` Euler is ISTA).
     history : bool
@@ -348,16 +479,19 @@ def lasso(
     Gram ``O(n k²)``, ``DᵀX`` ``O(n k c)``, each iteration ``O(k² c)`` per batch element.
     On torch, gradients flow through the unrolled iterations (``D``, ``X`` and a tensor
     ``init``); the soft threshold's derivative is the support indicator.  ``L`` is
-    treated as a constant.  Implicit (support-system) gradients are not implemented.
+    treated as a constant.  With ``grad="implicit"`` the gradient is that of the exact
+    solution (independent of ``n_iter``, ``init`` and ``method``); memory ``O(c k²)``.
     """
     batch, lam = _validate(D, X, lam, check_finite)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if shrink not in _SHRINKS:
-        raise ValueError(
-            f"shrink must be one of {_SHRINKS}, got {shrink!r} (the GELU surrogate of the "
-            "released VARS code is not implemented)"
-        )
+        raise ValueError(f"shrink must be one of {_SHRINKS}, got {shrink!r}")
+    if grad not in _GRADS:
+        raise ValueError(f"grad must be one of {_GRADS}, got {grad!r}")
+    if grad == "implicit" and shrink != "soft":
+        raise ValueError("grad='implicit' needs shrink='soft' (the GELU shrink is no prox)")
+    shrink_fn = soft_threshold if shrink == "soft" else gelu_shrink
     if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
         raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
@@ -390,7 +524,7 @@ def lasso(
     elif isinstance(init, str):
         if init != "one_step":
             raise ValueError(f"init must be None, {_INITS} or an array, got {init!r}")
-        Z0 = soft_threshold(B / Lb, lam / Lb)
+        Z0 = shrink_fn(B / Lb, lam / Lb)
     else:
         validate_float_array(init, "init", min_ndim=2, check_finite=check_finite)
         validate_same_kind({"D": D, "init": init})
@@ -403,18 +537,43 @@ def lasso(
             ) from None
 
     tol_step = float(tol) / 4.0
-    use_kernel = be == "numba" and method in ("ista", "fista") and not history
+    use_kernel = (
+        be == "numba" and method in ("ista", "fista") and not history and shrink == "soft"
+    )
+    implicit = grad == "implicit" and is_torch(D) and (D.requires_grad or X.requires_grad)
     if use_kernel:
         Zk, its = kernel("lasso_prox", "numba")(
             G, B, Z0, Lb, lam, method == "fista", int(n_iter), tol_step
         )
         Z, n_done, hist = Zk, int(its), None
+    elif implicit:
+        import torch
+
+        with torch.no_grad():
+            Z, n_done, hist = _solve_array(
+                G.detach(), B.detach(), _detach(Z0), Lb, lam, method, int(n_iter), tol_step,
+                float(dt), _detach(xx) if history else None,
+            )
     else:
         Z, n_done, hist = _solve_array(
             G, B, Z0, Lb, lam, method, int(n_iter), tol_step, float(dt),
-            xx if history else None,
+            xx if history else None, shrink_fn,
         )
     kkt, gap = _certificates(_detach(G), _detach(B), _detach(Z), _detach(xx), lam)
+    if implicit:
+        why = _implicit_invalid(G.detach(), B.detach(), Z, lam, kkt, tol)
+        if why is None:
+            Z = _ImplicitLasso.apply(D, X, Z)
+        else:
+            warnings.warn(
+                f"lasso grad='implicit': {why}; the solution is not differentiable there, "
+                "falling back to unrolled gradients",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            Z, _, _ = _solve_array(
+                G, B, Z0, Lb, lam, method, int(n_iter), tol_step, float(dt), None
+            )
     converged = kkt <= tol
     if warn and not converged:
         warnings.warn(

@@ -11,7 +11,10 @@ Examples
 [32, 128, 512]
 """
 
-from . import builtin  # noqa: F401  (registers the built-in operators)
+from . import (
+    builtin,  # noqa: F401  (registers the built-in operators)
+    solvers,  # noqa: F401  (registers the optimization-based attention maps)
+)
 from .inputs import synthetic_inputs
 from .metrics import max_abs_error, relative_error, row_kl
 from .registry import StudyEntry, get, register, registry

@@ -218,13 +218,240 @@ def test_unrolled_dual_gd_gradient_matches_closed_form():
 
     def grads(method):
         th = [torch.tensor(s, requires_grad=True) for s in raw]
-        res = consistent_attention(th, pools, method=method, tol=1e-12, max_iter=5000)
+        res = consistent_attention(
+            th, pools, method=method, tol=1e-12, max_iter=5000, grad="unroll"
+        )
         assert res.converged
         loss = sum((wj * p).sum() for wj, p in zip(w, res.maps, strict=True))
         return torch.autograd.grad(loss, th)
 
     for a, b in zip(grads("dual_gd"), grads("closed_form"), strict=True):
         torch.testing.assert_close(a, b, atol=1e-8, rtol=0)
+
+
+GRAD_MODES = [  # (method, grad) pairs that are differentiable on torch tensors
+    ("closed_form", "auto"),
+    ("closed_form", "implicit"),
+    ("newton", "implicit"),
+    ("dual_gd", "implicit"),
+    ("newton", "unroll"),
+    ("dual_gd", "unroll"),
+]
+
+
+def _loss_grads(raw, pools, weights, method, grad):
+    """Gradient of a loss that touches every map and every (gauge-fixed) dual."""
+    th = [torch.tensor(s, requires_grad=True) for s in raw]
+    res = consistent_attention(th, pools, method=method, grad=grad, tol=1e-12, max_iter=5000)
+    assert res.converged, (res.feasibility, res.gap)
+    outs = list(res.maps) + list(res.duals)
+    loss = sum((w * o).sum() + 0.1 * (o**3).sum() for w, o in zip(weights, outs, strict=True))
+    return torch.autograd.grad(loss, th)
+
+
+@pytest.mark.parametrize("shapes,pools", INSTANCES[:3])
+def test_implicit_unrolled_and_closed_form_gradients_agree(shapes, pools):
+    raw = draw(shapes)
+    dual_shapes = shapes[1:]
+    weights = [torch.tensor(RNG.standard_normal(s)) for s in list(shapes) + list(dual_shapes)]
+    ref = _loss_grads(raw, pools, weights, "closed_form", "auto")
+    for method, grad in GRAD_MODES[1:]:
+        got = _loss_grads(raw, pools, weights, method, grad)
+        for a, b in zip(got, ref, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-8, rtol=0, msg=f"{method}/{grad}")
+
+
+def test_auto_grad_is_implicit_for_dual_solvers():
+    raw = draw([(4, 4), (2, 2)])
+    th = [torch.tensor(s, requires_grad=True) for s in raw]
+    res = consistent_attention(th, [2], method="newton")
+    assert type(res.maps[0].grad_fn).__name__.startswith("ImplicitConsistent")
+    res = consistent_attention(th, [2], method="newton", grad="unroll")
+    assert not type(res.maps[0].grad_fn).__name__.startswith("ImplicitConsistent")
+    with torch.no_grad():  # no autograd wanted: plain tensors back
+        res = consistent_attention(th, [2], method="newton")
+    assert res.maps[0].grad_fn is None
+
+
+@pytest.mark.parametrize("method,grad", GRAD_MODES)
+def test_gradcheck_every_differentiable_mode(method, grad):
+    shapes, pools = [(1, 4, 4), (1, 2, 2), (1, 1, 1)], [2, 2]
+    inputs = tuple(torch.tensor(s, requires_grad=True) for s in draw(shapes))
+
+    def f(*th):
+        res = consistent_attention(
+            list(th), pools, method=method, grad=grad, tol=1e-12, max_iter=5000
+        )
+        assert res.converged
+        return tuple(res.maps) + tuple(res.duals)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+def test_gradgradcheck_closed_form():
+    shapes, pools = [(1, 4, 4), (1, 2, 2)], [2]
+    inputs = tuple(torch.tensor(s, requires_grad=True) for s in draw(shapes))
+
+    def f(*th):
+        res = consistent_attention(list(th), pools)
+        return tuple(res.maps) + tuple(res.duals)
+
+    assert torch.autograd.gradgradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+def test_rejects_bad_grad_and_witness_options():
+    scores = [np.zeros((4, 4)), np.zeros((2, 2))]
+    with pytest.raises(ValueError, match="grad must be one of"):
+        consistent_attention(scores, [2], grad="adjoint")
+    with pytest.raises(ValueError, match="not defined for method='witness'"):
+        consistent_attention(
+            scores, [2], method="witness", witness=np.zeros((2, 2)), grad="implicit"
+        )
+    with pytest.raises(ValueError, match="needs witness="):
+        consistent_attention(scores, [2], method="witness")
+    with pytest.raises(ValueError, match="only used with method='witness'"):
+        consistent_attention(scores, [2], witness=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"witness\[0\] must broadcast to the shape \(2, 2\)"):
+        consistent_attention(scores, [2], method="witness", witness=np.zeros((4, 4)))
+    with pytest.raises(TypeError, match=r"witness\[0\] must have the dtype"):
+        consistent_attention(scores, [2], method="witness", witness=np.zeros((2, 2), np.float32))
+    three = [np.zeros((8, 8)), np.zeros((4, 4)), np.zeros((2, 2))]
+    with pytest.raises(ValueError, match="serves two layers only"):
+        consistent_attention(three, [2, 2], method="witness", witness=np.zeros((4, 4)))
+
+
+# ------------------------------------------------------------------ witness mode (§2.6)
+def _official_marginals(th1, th2, lam, s):
+    """The released code's reparameterized coarse marginals, written out literally."""
+    p1, p2 = grid_softmax(th1), grid_softmax(th2)
+    a = pool(p1, s) * np.exp(-lam)
+    b = p2 * np.exp(lam)
+    return a / a.sum(axis=(-2, -1), keepdims=True), b / b.sum(axis=(-2, -1), keepdims=True)
+
+
+def _kl(p, q):
+    return np.sum(p * (np.log(p) - np.log(q)), axis=(-2, -1))
+
+
+@pytest.mark.parametrize("shapes,pools", INSTANCES)
+def test_witness_at_optimal_duals_has_zero_kl(shapes, pools):
+    scores = draw(shapes, 2.0)
+    ref = consistent_attention(scores, pools)
+    res = consistent_attention(scores, pools, method="witness", witness=list(ref.duals))
+    assert res.method == "witness" and res.n_iter == 0
+    assert len(res.kl) == len(res.l1) == len(res.marginals) == len(pools)
+    for kl, l1 in zip(res.kl, res.l1, strict=True):
+        assert np.max(np.abs(kl)) < 1e-10 and np.max(l1) < 1e-10
+    assert res.converged and res.feasibility < 1e-12 and abs(res.gap) < 1e-10
+    for p, q in zip(res.maps, ref.maps, strict=True):
+        np.testing.assert_allclose(p, q, atol=1e-12)
+
+
+def test_witness_reproduces_official_marginals_kl_and_l1():
+    th1, th2 = RNG.standard_normal((3, 8, 8)), RNG.standard_normal((3, 4, 4))
+    lam = RNG.standard_normal((4, 4))  # one λ shared by the whole batch
+    res = consistent_attention([th1, th2], [2], method="witness", witness=lam)
+    a, b = _official_marginals(th1, th2, lam, 2)
+    q, r = res.marginals[0]
+    np.testing.assert_allclose(q, a, atol=1e-14)
+    np.testing.assert_allclose(r, b, atol=1e-14)
+    np.testing.assert_allclose(res.kl[0], _kl(b, a), atol=1e-13)
+    np.testing.assert_allclose(res.l1[0], np.abs(a - b).sum(axis=(-2, -1)), atol=1e-14)
+    assert res.kl[0].shape == (3,) and np.all(res.kl[0] > 0)
+    # the marginals are those of the reparameterized maps softmax(θ̃_j(λ))
+    np.testing.assert_allclose(res.maps[0], grid_softmax(th1 - up(lam, 2)), atol=1e-14)
+    np.testing.assert_allclose(res.maps[1], grid_softmax(th2 + lam), atol=1e-14)
+    np.testing.assert_allclose(q, pool(res.maps[0], 2), atol=1e-14)
+    np.testing.assert_allclose(res.duals[0], lam - lam.mean(), atol=1e-14)
+    assert not res.converged and res.feasibility > 1e-3
+
+
+def test_witness_ones_init_is_a_no_op_and_gauge_invariant():
+    th1, th2 = RNG.standard_normal((8, 8)), RNG.standard_normal((4, 4))
+    zero = consistent_attention([th1, th2], [2], method="witness", witness=np.zeros((4, 4)))
+    ones = consistent_attention([th1, th2], [2], method="witness", witness=np.ones((4, 4)))
+    np.testing.assert_allclose(ones.kl[0], zero.kl[0], atol=1e-14)
+    # λ = 0: the plain softmax maps, whose pooled fine map disagrees with the coarse one
+    np.testing.assert_allclose(zero.maps[0], grid_softmax(th1), atol=1e-15)
+    np.testing.assert_allclose(
+        zero.kl[0], _kl(grid_softmax(th2), pool(grid_softmax(th1), 2)), atol=1e-14
+    )
+    lam = RNG.standard_normal((4, 4))
+    a = consistent_attention([th1, th2], [2], method="witness", witness=lam)
+    b = consistent_attention([th1, th2], [2], method="witness", witness=lam - 5.0)
+    np.testing.assert_allclose(a.kl[0], b.kl[0], atol=1e-13)
+    for p, q in zip(a.maps, b.maps, strict=True):
+        np.testing.assert_allclose(p, q, atol=1e-14)
+
+
+def test_zero_witness_kl_characterizes_the_optimal_duals():
+    # two layers: KL(p₂(λ) ‖ A p₁(λ)) = 0 ⇔ ∇g(λ) = 0 ⇔ λ = λ* + c, so training the
+    # penalty to zero recovers the consistent maps of the convex layer
+    th1, th2 = RNG.standard_normal((6, 6)), RNG.standard_normal((3, 3))
+    ref = consistent_attention([th1, th2], [2])
+
+    def kl(x):
+        res = consistent_attention([th1, th2], [2], method="witness", witness=x.reshape(3, 3))
+        return float(res.kl[0])
+
+    sol = minimize(kl, np.zeros(9), method="BFGS", options={"gtol": 1e-12, "maxiter": 2000})
+    assert sol.fun < 1e-14
+    res = consistent_attention([th1, th2], [2], method="witness", witness=sol.x.reshape(3, 3))
+    for p, q in zip(res.maps, ref.maps, strict=True):
+        np.testing.assert_allclose(p, q, atol=1e-6)
+    np.testing.assert_allclose(res.duals[0], ref.duals[0], atol=1e-5)
+
+
+def test_witness_gradients_are_ordinary_autograd():
+    th1, th2 = RNG.standard_normal((2, 4, 4)), RNG.standard_normal((2, 2, 2))
+    lam = RNG.standard_normal((2, 2))
+    inputs = tuple(torch.tensor(x, requires_grad=True) for x in (th1, th2, lam))
+
+    def f(t1, t2, w):
+        res = consistent_attention([t1, t2], [2], method="witness", witness=w)
+        return (*res.maps, res.kl[0], res.l1[0], *res.marginals[0])
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3)
+    # at λ* the penalty is stationary in λ (KL ≥ 0 with minimum 0)
+    ref = consistent_attention([torch.tensor(th1), torch.tensor(th2)], [2])
+    w = ref.duals[0][0].clone().requires_grad_(True)  # λ* of the first image
+    res = consistent_attention(
+        [torch.tensor(th1[:1]), torch.tensor(th2[:1])], [2], method="witness", witness=w
+    )
+    (gw,) = torch.autograd.grad(res.kl[0].sum(), w)
+    assert float(gw.abs().max()) < 1e-10
+
+
+# ------------------------------------------------------------------ cvxpy (exact conic)
+def test_agrees_with_cvxpy_clarabel():
+    cp = pytest.importorskip("cvxpy")
+    if "CLARABEL" not in cp.installed_solvers():
+        pytest.skip("cvxpy without the Clarabel solver")
+    shapes, pools = [(4, 4), (2, 2), (1, 1)], [2, 2]
+    scores = draw(shapes)
+    # fine-grid pooling matrices A_j acting on row-major flattened maps
+    mats = []
+    for (h, w), s in zip(shapes[:-1], pools, strict=True):
+        A = np.zeros(((h // s) * (w // s), h * w))
+        for i in range(h):
+            for j in range(w):
+                A[(i // s) * (w // s) + j // s, i * w + j] = 1.0
+        mats.append(A)
+    ps = [cp.Variable(h * w) for h, w in shapes]
+    objective = sum(th.ravel() @ p + cp.sum(cp.entr(p)) for th, p in zip(scores, ps, strict=True))
+    cons = [cp.sum(ps[0]) == 1]
+    cons += [A @ ps[j] == ps[j + 1] for j, A in enumerate(mats)]
+    prob = cp.Problem(cp.Maximize(objective), cons)
+    # tight conic tolerances: the defaults (1e-8 on the gap) give maps only to ~1e-5
+    tight = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "tol_ktratio": 1e-10}
+    prob.solve(solver="CLARABEL", **tight)
+    assert prob.status == "optimal"
+    res = consistent_attention(scores, pools)
+    for p, var, shape in zip(res.maps, ps, shapes, strict=True):
+        np.testing.assert_allclose(p, var.value.reshape(shape), atol=1e-6)
+    # optimal value = g(λ*) (strong duality)
+    value = sum(np.sum(th * p - p * np.log(p)) for th, p in zip(scores, res.maps, strict=True))
+    np.testing.assert_allclose(prob.value, value, atol=1e-6)
 
 
 # ------------------------------------------------------------------ bad input

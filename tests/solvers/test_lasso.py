@@ -156,3 +156,143 @@ def test_bad_method():
     D, X = _problem()
     with pytest.raises(ValueError, match="method"):
         lasso(D, X, 0.1, method="admm")
+
+
+# ----------------------------------------------------------------- implicit gradients
+def _stable_problem():
+    rng = np.random.default_rng(0)
+    return (torch.tensor(rng.standard_normal((12, 6)), requires_grad=True),
+            torch.tensor(rng.standard_normal((12, 3)), requires_grad=True), 0.8)
+
+
+def test_implicit_equals_unrolled_to_convergence():
+    D, X, lam = _stable_problem()
+    w = torch.arange(6.0, dtype=torch.float64)[:, None]
+    r = lasso(D, X, lam, method="fista", tol=1e-13, n_iter=50000, grad="implicit")
+    assert r.kkt_residual <= 1e-13
+    # support check: strict complementarity margin ≥ 1e-3
+    g = (D.T @ (X - D @ r.Z)).detach()
+    off = r.Z.detach() == 0
+    assert off.any() and (~off).any() and g[off].abs().max() <= lam - 1e-3
+    gi = torch.autograd.grad((r.recon ** 2).sum() + (w * r.Z).sum(), (D, X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        u = lasso(D, X, lam, method="ista", tol=0.0, n_iter=3000)
+    assert u.kkt_residual <= 1e-13
+    gu = torch.autograd.grad((u.recon ** 2).sum() + (w * u.Z).sum(), (D, X))
+    for a, b in zip(gi, gu, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-10)
+
+
+def test_gradcheck_implicit_with_broadcast_dictionary():
+    D, _, lam = _stable_problem()
+    Xb = torch.tensor(np.random.default_rng(1).standard_normal((2, 12, 3)), requires_grad=True)
+
+    def f(D, X):
+        r = lasso(D, X, lam, method="fista", tol=1e-13, n_iter=50000, grad="implicit")
+        return r.Z, r.recon
+
+    # fast mode: random Jacobian projections (each full-Jacobian column re-solves a lasso)
+    assert torch.autograd.gradcheck(f, (D, Xb), eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)
+
+
+def test_implicit_falls_back_when_not_converged():
+    D, X, lam = _stable_problem()
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        r = lasso(D, X, lam, n_iter=3, tol=1e-12, grad="implicit", warn=False)
+    r.recon.sum().backward()
+    assert torch.isfinite(D.grad).all()
+
+
+def test_bad_grad():
+    D, X = _problem()
+    with pytest.raises(ValueError, match="grad"):
+        lasso(D, X, 0.1, grad="adjoint")
+    with pytest.raises(ValueError, match="shrink='soft'"):
+        lasso(D, X, 0.1, grad="implicit", shrink="gelu")
+
+
+# ----------------------------------------------------------------- GELU shrink
+def test_gelu_shrink_definition():
+    from scipy.stats import norm
+
+    from structattn.solvers.lasso import gelu_shrink
+
+    u = np.linspace(-3, 3, 61)
+    tau = 0.7
+    x = np.abs(u) - tau
+    expected = np.sign(u) * x * norm.cdf(x)
+    np.testing.assert_allclose(gelu_shrink(u, tau), expected, rtol=1e-14, atol=1e-16)
+    ut = torch.tensor(u)
+    ref = torch.sign(ut) * torch.nn.functional.gelu(ut.abs() - tau)
+    np.testing.assert_allclose(to_np(gelu_shrink(ut, tau)), ref.numpy(), atol=1e-15)
+    # not a prox: small inputs come out with flipped sign, large ones ≈ soft threshold
+    assert gelu_shrink(np.array([0.3]), tau)[0] < 0
+    assert abs(gelu_shrink(np.array([9.0]), tau)[0] - (9.0 - tau)) < 1e-12
+
+
+def test_gelu_shrink_one_step_and_gradcheck():
+    from structattn.solvers.lasso import gelu_shrink
+
+    D, X = _problem(n=10, k=5, c=2, seed=11)
+    r = lasso(D, X, 0.2, shrink="gelu", n_iter=1, tol=0.0, L=20.0, warn=False, backend="numpy")
+    G, B = D.T @ D, D.T @ X
+    Z0 = np.zeros_like(B)
+    np.testing.assert_allclose(r.Z, gelu_shrink(Z0 - (G @ Z0 - B) / 20.0, 0.2 / 20.0),
+                               atol=1e-15)
+    Dt = torch.tensor(D, requires_grad=True)
+    Xt = torch.tensor(X, requires_grad=True)
+
+    def f(D, X):
+        return lasso(D, X, 0.2, shrink="gelu", n_iter=5, tol=0.0, L=20.0, init="one_step",
+                     warn=False).recon
+
+    assert torch.autograd.gradcheck(f, (Dt, Xt), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+# ----------------------------------------------------------------- integrators, precision
+def _lca_reference(D, X, lam, L, T):
+    from scipy.integrate import solve_ivp
+
+    G, B = D.T @ D / L, D.T @ X / L
+    k, c = B.shape
+
+    def f(_, u):
+        U = u.reshape(k, c)
+        a = soft_threshold(U, lam / L)
+        return (-U + B - (G - np.eye(k)) @ a).ravel()
+
+    sol = solve_ivp(f, (0.0, T), np.zeros(k * c), method="RK45", rtol=1e-12, atol=1e-14)
+    return soft_threshold(sol.y[:, -1].reshape(k, c), lam / L)
+
+
+@pytest.mark.parametrize("method,dt,bound", [("lca_euler", 0.01, 5e-3),
+                                             ("lca_rk4", 0.01, 1e-7)])
+def test_lca_integrators_match_solve_ivp(method, dt, bound):
+    D, X = _problem(n=8, k=5, c=2, seed=12)
+    L, lam, T = float(np.linalg.eigvalsh(D.T @ D).max()), 0.5, 4.0
+    ref = _lca_reference(D, X, lam, L, T)
+    n = round(T / dt)
+    r = lasso(D, X, lam, method=method, dt=dt, n_iter=n, tol=0.0, L=L, warn=False,
+              backend="numpy")
+    err = np.max(np.abs(r.Z - ref))
+    assert err <= bound
+    # halving the step shrinks the error by the integrator's order (≥ 1.7 for Euler)
+    r2 = lasso(D, X, lam, method=method, dt=dt / 2, n_iter=2 * n, tol=0.0, L=L, warn=False,
+               backend="numpy")
+    err2 = np.max(np.abs(r2.Z - ref))
+    if method == "lca_euler":
+        assert err / err2 >= 1.7
+    else:
+        assert err2 <= bound
+
+
+@pytest.mark.parametrize("method", ["ista", "fista"])
+def test_float32_matches_float64(method):
+    D, X = _problem(n=15, k=8, c=3, seed=13)
+    kw = dict(method=method, n_iter=20000, tol=0.0, warn=False, backend="numpy")
+    a = lasso(D, X, 0.3, **kw)
+    b = lasso(D.astype(np.float32), X.astype(np.float32), 0.3, **kw)
+    assert a.kkt_residual <= 1e-10 and b.Z.dtype == np.float32
+    np.testing.assert_allclose(b.Z, a.Z, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(b.recon, a.recon, atol=1e-4, rtol=0)

@@ -23,7 +23,7 @@ Part (b), simplex maps on (4096, 1024) float32 rows: structattn ``sparsemax`` an
 ``entmax.entmax15`` from the ``entmax`` package, forward and forward+backward (torch).
 Ratios are against the entmax package measured in the same run.
 
-Part (c), ``vars_attention(features="random", m=64, lam=0)`` on (1, 4, L, 64) float32
+Part (c), ``vars_attention(features="random", num_features=64, lam=0)`` on (1, 4, L, 64) float32
 inputs for L in {256, 1024, 4096}, with the growth exponent of the time in L.
 
 Timings: one warm-up call, median of the repeats (``time.perf_counter``), in-process.
@@ -190,7 +190,7 @@ def vars_part(lengths: list[int], repeats: int, m: int = 64) -> list[dict[str, A
                    for _ in range(3))
         for steps in (1, 4):
             t = H.time_calls(lambda steps=steps, q=q, k=k, v=v: vars_attention(
-                q, k, v, features="random", m=m, seed=0, n_steps=steps), repeats=repeats)
+                q, k, v, features="random", num_features=m, seed=0, n_steps=steps), repeats=repeats)
             rows.append({"L": L, "n_steps": steps, "m": m, "time_s": t["median_s"]})
     return rows
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
           r["entmax_fwdbwd_s"], ratio(r["torch_fwdbwd_s"], r["entmax_fwdbwd_s"]),
           r["max_abs_diff"]] for r in srows]))
 
-    print(f"\n-- (c) vars_attention(features='random', m=64) on (1, 4, L, 64) float32, "
+    print(f"\n-- (c) vars_attention(features='random', num_features=64) on (1, 4, L, 64) float32, "
           f"L in {lengths}", flush=True)
     vrows = vars_part(lengths, max(3, repeats))
     print(H.format_table(["L", "n_steps", "time (s)", "time / L (us)"],

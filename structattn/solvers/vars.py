@@ -186,7 +186,7 @@ def vars_attention(
     n_steps: int = 1,
     normalize_rows: bool = True,
     scale: float | None = None,
-    m: int | None = None,
+    num_features: int | None = None,
     seed: Any = None,
     feature_map: str = "vars",
     kernels: Any = None,
@@ -222,7 +222,7 @@ def vars_attention(
         the random-feature path.
     scale : float, optional
         Score scale of the exact kernel, default ``d**-0.5``.
-    m : int, optional
+    num_features : int, optional
         Number of random features (default ``2 d``).
     seed : int, SeedSequence or Generator
         Required for ``features="random"``.
@@ -293,7 +293,7 @@ def vars_attention(
         if lam != 0:
             raise ValueError(
                 f"lam={lam} > 0 needs explicit features: the l1 penalty does not kernelize; "
-                "use features='random' (with m and seed)"
+                "use features='random' (with num_features and seed)"
             )
         return _exact_kernel(q, k, v, int(n_steps), float(scale), bool(normalize_rows))
     if L_q != L_k and feature_map == "vars":
@@ -302,9 +302,9 @@ def vars_attention(
         )
     if seed is None:
         raise TypeError("features='random' needs an explicit seed (int, SeedSequence, Generator)")
-    m = 2 * d if m is None else m
+    m = 2 * d if num_features is None else num_features
     if isinstance(m, bool) or not isinstance(m, (numbers.Integral, np.integer)) or m < 1:
-        raise ValueError(f"m must be a positive int, got {m!r}")
+        raise ValueError(f"num_features must be a positive int, got {m!r}")
     if feature_map == "kernel":
         if templates != "dynamic":
             raise ValueError("feature_map='kernel' is for templates='dynamic' only")

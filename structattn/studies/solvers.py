@@ -60,7 +60,7 @@ class VarsAttention:
 
     def _run(self, q: Any, k: Any, v: Any) -> Any:
         return vars_attention(q, k, v, features="random", lam=0.0, n_steps=self.n_steps,
-                              m=self.num_features, seed=self.seed, backend=self.backend)
+                              num_features=self.num_features, seed=self.seed, backend=self.backend)
 
     def __call__(self, q: Any, k: Any, v: Any) -> Any:
         """Output ``(..., L, d_v)``."""

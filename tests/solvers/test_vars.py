@@ -87,7 +87,7 @@ def test_both_templates_concatenate_bank():
     rng = np.random.default_rng(6)
     bank = rng.standard_normal((7, 5))
     y = vars_attention(Q, Q, V, templates="both", features="random", bank=bank, lam=0.1,
-                       n_steps=3, m=8, seed=0)
+                       n_steps=3, num_features=8, seed=0)
     D = np.concatenate([_random_templates(Q, 8, 0),
                         np.broadcast_to(bank / np.linalg.norm(bank, axis=0), (2, 3, 7, 5))],
                        axis=-1)
@@ -113,7 +113,8 @@ def test_random_kernel_features_approach_exact_kernel():
     errs = []
     for m in ms:
         e = [np.sqrt(np.mean((vars_attention(q, k, v, features="random", feature_map="kernel",
-                                             m=m, seed=s) - exact) ** 2)) for s in range(10)]
+                                             num_features=m, seed=s) - exact) ** 2))
+             for s in range(10)]
         errs.append(np.mean(e))
     errs = np.array(errs)
     assert np.all(np.diff(errs) < 0)

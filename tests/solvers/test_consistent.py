@@ -477,3 +477,58 @@ def test_rejects_non_finite_scores():
 def test_rejects_wrong_number_of_pools():
     with pytest.raises(ValueError, match="3 score maps need 2 pools, got 1"):
         consistent_attention([np.zeros((8, 8)), np.zeros((4, 4)), np.zeros((2, 2))], [2])
+
+
+# ------------------------------------------------- Woodbury Newton, second order
+def test_woodbury_newton_step_matches_dense_step():
+    from structattn.solvers import consistent as c
+
+    for lib in ("numpy", "torch"):
+        raw = draw([(3, 8, 8), (3, 4, 4)])
+        lam = [RNG.standard_normal((3, 4, 4)) * 0.5]
+        if lib == "torch":
+            raw, lam = [torch.tensor(x) for x in raw], [torch.tensor(x) for x in lam]
+        maps = [c._softmax2(t) for t in c._shifted(raw, [2], lam)]
+        rhs = c._flatten(c._grad(maps, [2]))
+        assert c._use_woodbury(maps, [2])
+        wood = c._newton_solve(maps, [2], [16], rhs)
+        dense = np.linalg.solve(to_np(c._hessian(maps, [2], [16])), to_np(rhs)[..., None])
+        np.testing.assert_allclose(to_np(wood), dense[..., 0], atol=1e-12, rtol=0)
+
+
+def test_two_layer_newton_scales_to_large_grids():
+    import time
+
+    raw = draw([(256, 256), (128, 128)])
+    t0 = time.perf_counter()
+    res = consistent_attention(raw, [2], method="newton")
+    elapsed = time.perf_counter() - t0
+    assert res.converged, (res.feasibility, res.gap)
+    assert elapsed < 2.0, elapsed
+    ref = consistent_attention(raw, [2])
+    for a, b in zip(res.maps, ref.maps, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-10, rtol=0)
+
+
+GRADGRAD_MODES = [*GRAD_MODES, ("witness", "auto")]
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+@pytest.mark.parametrize("method,grad", GRADGRAD_MODES)
+def test_gradgradcheck_every_differentiable_mode(method, grad, layers):
+    shapes, pools = [(1, 4, 4), (1, 2, 2), (1, 1, 1)][:layers], [2, 2][: layers - 1]
+    # mild scores keep the unrolled iteration counts (and the check's cost) small
+    inputs = tuple(torch.tensor(s, requires_grad=True) for s in draw(shapes, scale=0.5))
+    witness = [torch.tensor(RNG.standard_normal(s)) for s in shapes[1:]]
+
+    def f(*th):
+        if method == "witness":
+            res = consistent_attention(list(th), pools, method="witness", witness=witness)
+            return tuple(res.maps) + tuple(res.kl) + tuple(res.l1)
+        res = consistent_attention(
+            list(th), pools, method=method, grad=grad, tol=1e-12, max_iter=5000
+        )
+        assert res.converged
+        return tuple(res.maps) + tuple(res.duals)
+
+    assert torch.autograd.gradgradcheck(f, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)

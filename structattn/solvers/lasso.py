@@ -297,27 +297,36 @@ def _implicit_function() -> Any:
 
     class _Implicit(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, D: Any, X: Any, Z: Any) -> Any:
+        def forward(ctx: Any, D: Any, X: Any, Z: Any, lam: float) -> Any:
             ctx.save_for_backward(D, X, Z)
+            ctx.lam = lam
             return Z.clone()
 
         @staticmethod
         def backward(ctx: Any, gZ: Any) -> Any:
+            # Written with differentiable torch ops on the saved inputs D, X (the support
+            # mask and signs are constants), so double backward works: the solution is
+            # re-expressed as the support solve z_S = (D_SᵀD_S)⁻¹(D_Sᵀx - λ s), which
+            # carries its dependence on D and X into the graph of the gradient.
             D, X, Z = ctx.saved_tensors
-            G = D.transpose(-1, -2) @ D
-            G = torch.broadcast_to(G, (*Z.shape[:-2], *G.shape[-2:]))
-            Zb = Z
-            M = _support_matrix(G, Zb)
-            s = (Zb != 0).to(gZ.dtype)
-            rhs = (s * gZ).transpose(-1, -2)[..., None]  # (..., c, k, 1)
-            W = torch.linalg.solve(M, rhs)[..., 0].transpose(-1, -2) * s  # (..., k, c)
+            k = D.shape[-1]
+            Dt = D.transpose(-1, -2)
+            G = torch.broadcast_to(Dt @ D, (*Z.shape[:-2], k, k))
+            B = torch.broadcast_to(Dt @ X, Z.shape)
+            M = _support_matrix(G, Z)
+            s = (Z != 0).to(gZ.dtype)
+            rhs = torch.stack([s * gZ, s * (B - ctx.lam * torch.sign(Z))], dim=-1)
+            sol = torch.linalg.solve(M, rhs.transpose(-2, -3))  # (..., c, k, 2)
+            sol = sol.transpose(-2, -3)  # (..., k, c, 2)
+            W = sol[..., 0] * s
+            Zr = sol[..., 1] * s  # equals Z (up to the solve's tolerance)
             gX = gD = None
             if ctx.needs_input_grad[1]:
                 gX = _sum_to(D @ W, tuple(X.shape))
             if ctx.needs_input_grad[0]:
-                Wt, Zt = W.transpose(-1, -2), Zb.transpose(-1, -2)
-                gD = _sum_to(X @ Wt - D @ (Zb @ Wt + W @ Zt), tuple(D.shape))
-            return gD, gX, None
+                Wt, Zt = W.transpose(-1, -2), Zr.transpose(-1, -2)
+                gD = _sum_to(X @ Wt - D @ (Zr @ Wt + W @ Zt), tuple(D.shape))
+            return gD, gX, None, None
 
     return _Implicit
 
@@ -438,7 +447,8 @@ def lasso(
         ``dz_S = (D_SᵀD_S)⁻¹ (dDᵀx + Dᵀdx - (dDᵀD + DᵀdD) z)_S``.  Backward solves one
         ``|S| x |S|`` system per column, ``w = (D_SᵀD_S)⁻¹ ḡ_S`` (zero off ``S``), and returns
         ``x̄ = D w``, ``D̄ = x wᵀ - D(z wᵀ + w zᵀ)`` summed over columns (``λ`` and ``L``
-        are constants, a tensor ``init`` gets no gradient).  Valid when the solve has
+        are constants, a tensor ``init`` gets no gradient).  The backward is itself
+        differentiable (double backward, support and signs held fixed).  Valid when the solve has
         converged, ``D_SᵀD_S`` is invertible and strict complementarity holds
         (``|Dᵀr|_i < λ`` off ``S``); otherwise a ``RuntimeWarning`` is emitted and the
         gradient falls back to unrolling.  Requires ``shrink="soft"``.
@@ -563,7 +573,7 @@ def lasso(
     if implicit:
         why = _implicit_invalid(G.detach(), B.detach(), Z, lam, kkt, tol)
         if why is None:
-            Z = _ImplicitLasso.apply(D, X, Z)
+            Z = _ImplicitLasso.apply(D, X, Z, lam)
         else:
             warnings.warn(
                 f"lasso grad='implicit': {why}; the solution is not differentiable there, "

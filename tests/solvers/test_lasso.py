@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -296,3 +297,66 @@ def test_float32_matches_float64(method):
     assert a.kkt_residual <= 1e-10 and b.Z.dtype == np.float32
     np.testing.assert_allclose(b.Z, a.Z, atol=1e-4, rtol=0)
     np.testing.assert_allclose(b.recon, a.recon, atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------- second derivatives
+@pytest.mark.parametrize("shrink", ["soft", "gelu"])
+@pytest.mark.parametrize("method", ["ista", "fista", "lca_euler", "lca_rk4"])
+def test_gradgradcheck_unrolled(method, shrink):
+    rng = np.random.default_rng(21)
+    D = torch.tensor(rng.standard_normal((6, 4)), requires_grad=True)
+    X = torch.tensor(rng.standard_normal((6, 2)), requires_grad=True)
+    lam = 0.3
+
+    def f(D, X):
+        return lasso(D, X, lam, method=method, shrink=shrink, n_iter=4, tol=0.0, L=8.0,
+                     warn=False).recon
+
+    if shrink == "soft":  # piecewise linear: every thresholded input must avoid ±λ/L
+        margins = []
+
+        def spy(u, tau):
+            margins.append(float((u.abs() - tau).abs().min()))
+            return soft_threshold(u, tau)
+
+        mp = pytest.MonkeyPatch()
+        mp.setattr(sys.modules["structattn.solvers.lasso"], "soft_threshold", spy)
+        try:
+            f(D.detach(), X.detach())
+        finally:
+            mp.undo()
+        assert min(margins) > 1e-4
+    assert torch.autograd.gradcheck(f, (D, X), eps=1e-6, atol=1e-5, rtol=1e-3)
+    assert torch.autograd.gradgradcheck(f, (D, X), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+def test_gradgradcheck_implicit_with_broadcast_dictionary():
+    D, _, lam = _stable_problem()
+    Xb = torch.tensor(np.random.default_rng(1).standard_normal((2, 12, 3)), requires_grad=True)
+
+    def f(D, X):
+        r = lasso(D, X, lam, method="fista", tol=1e-13, n_iter=50000, grad="implicit")
+        return r.Z, r.recon
+
+    assert torch.autograd.gradgradcheck(f, (D, Xb), eps=1e-6, atol=1e-5, rtol=1e-3,
+                                        fast_mode=True)
+
+
+def test_implicit_hessian_matches_unrolled_to_convergence():
+    D, X, lam = _stable_problem()
+
+    def loss(D, X, grad):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if grad == "implicit":
+                r = lasso(D, X, lam, method="fista", tol=1e-13, n_iter=50000, grad="implicit")
+            else:
+                r = lasso(D, X, lam, method="fista", tol=0.0, n_iter=400)
+        return (r.recon ** 3).sum() + (r.Z ** 2).sum()
+
+    hv = []
+    for grad in ("implicit", "unroll"):
+        gD, gX = torch.autograd.grad(loss(D, X, grad), (D, X), create_graph=True)
+        hv.append(torch.autograd.grad(gD.sum() + (gX ** 2).sum(), (D, X)))
+    for a, b in zip(*hv, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-9)

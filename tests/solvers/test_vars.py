@@ -120,3 +120,44 @@ def test_random_kernel_features_approach_exact_kernel():
     assert np.all(np.diff(errs) < 0)
     assert errs[-1] < errs[0] / 8  # O(1/√m) predicts 16x; measured ≈ 11x
     assert np.all(errs * np.sqrt(ms) < 0.5)
+
+
+# ----------------------------------------------------------------- second derivatives
+@pytest.mark.parametrize("n_steps", [1, 3])
+def test_gradgradcheck_exact_kernel(n_steps):
+    q, k, v = (torch.tensor(a[:1, :2, :5, :3], requires_grad=True) for a in (Q, K, V))
+    if n_steps == 1:  # softmax attention: differentiable in q, k, v
+        args = (q, k, v)
+
+        def f(q, k, v):
+            return vars_attention(q, k, v, n_steps=1)
+    else:  # the step 1/L (a function of k) is gradient-stopped: hold k fixed
+        args = (q, v)
+
+        def f(q, v):
+            return vars_attention(q, k.detach(), v, n_steps=n_steps)
+
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradgradcheck(f, args, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_gradgradcheck_random_features():
+    q, v = (torch.tensor(a[:1, :2, :5, :3], requires_grad=True) for a in (Q, V))
+
+    # VARS-D: the rowsum step (a function of q) is gradient-stopped: hold q fixed
+    def f(v):
+        return vars_attention(q.detach(), q.detach(), v, features="random", lam=0.05,
+                              n_steps=3, seed=0)
+
+    assert torch.autograd.gradcheck(f, (v,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradgradcheck(f, (v,), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+    # kernel features, one unit step: differentiable in q, k, v
+    k = torch.tensor(K[:1, :2, :5, :3], requires_grad=True)
+
+    def g(q, k, v):
+        return vars_attention(q, k, v, features="random", feature_map="kernel",
+                              num_features=8, n_steps=1, seed=0)
+
+    assert torch.autograd.gradcheck(g, (q, k, v), eps=1e-6, atol=1e-6, rtol=1e-4)
+    assert torch.autograd.gradgradcheck(g, (q, k, v), eps=1e-6, atol=1e-6, rtol=1e-4)

@@ -51,6 +51,30 @@ _KERNELS: dict[str, dict[str, str]] = {
     "lasso_prox": {
         "numba": ".numba.lasso:lasso_prox",
     },
+    # --- structattn.graphs kernels ---
+    # exponential tree-distance masks: sibling-sum DP (numba); level-wise DP written for
+    # numpy and torch in .torch.tree (torch: custom autograd Function)
+    "tree_exp_dp": {
+        "numpy": ".torch.tree:tree_exp_dp_levels",
+        "numba": ".numba.tree:tree_exp_dp",
+        "torch": ".torch.tree:tree_exp_dp",
+    },
+    # CSR sparse softmax attention (numpy path: vectorized core in structattn.graphs)
+    "graph_sparse_attention": {
+        "numba": ".numba.sparse_attention:sparse_attention",
+        "torch": ".torch.sparse_attention:sparse_attention",
+    },
+    "graph_sparse_attention_probs": {
+        "torch": ".torch.sparse_attention:sparse_attention_probs",
+    },
+    # --- structattn.mra kernels ---
+    # block-sparse rows + coarse merge, one task per block row; numpy without numba and
+    # torch use the array-API gather / index_add core in structattn.mra.attention
+    "mra_block_sparse": {
+        "numba": ".numba.mra:mra_block_sparse",
+    },
+    # --- structattn.estimators / layers kernels ---
+    # --- structattn.eigen kernels ---
 }
 
 

@@ -44,7 +44,15 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .._array import describe_array, dtype_name, is_numpy, is_torch, namespace
+from .._array import (
+    describe_array,
+    dtype_name,
+    is_numpy,
+    is_torch,
+    namespace,
+    validate_float_array,
+    validate_same_kind,
+)
 from .simplex import ConvergenceWarning, softmax
 
 __all__ = ["ConsistentAttentionResult", "consistent_attention"]
@@ -197,23 +205,12 @@ def _validate_witness(witness: Any, scores: list, pools: list[int]) -> list:
             f"witness must have one map per constraint: {len(scores)} score maps need "
             f"{len(pools)} witness maps, got {len(witness)}"
         )
-    first = scores[0]
     for j, lam in enumerate(witness):
         name = f"witness[{j}]"
-        if not (is_numpy(lam) or is_torch(lam)) or is_torch(lam) != is_torch(first):
-            raise TypeError(
-                f"{name} must be of the kind of the scores ({describe_array(first)}), "
-                f"got {type(lam).__name__}"
-            )
-        if dtype_name(lam) != dtype_name(first):
-            raise TypeError(
-                f"{name} must have the dtype of the scores ({dtype_name(first)}), "
-                f"got {dtype_name(lam)}"
-            )
-        if is_torch(lam) and lam.device != first.device:
-            raise ValueError(f"{name} must be on the device {first.device}, got {lam.device}")
+        validate_float_array(lam, name, min_ndim=2, check_finite=False)
+        validate_same_kind({"scores[0]": scores[0], name: lam})
         target = tuple(scores[j + 1].shape)
-        ok = lam.ndim >= 2 and lam.ndim <= len(target)
+        ok = lam.ndim <= len(target)
         if ok:
             try:
                 ok = tuple(np.broadcast_shapes(tuple(lam.shape), target)) == target
@@ -224,9 +221,7 @@ def _validate_witness(witness: Any, scores: list, pools: list[int]) -> list:
                 f"{name} must broadcast to the shape {target} of scores[{j + 1}], "
                 f"got shape {tuple(lam.shape)}"
             )
-        xp = namespace(lam)
-        if not bool(xp.all(xp.isfinite(lam))):
-            raise ValueError(f"{name} contains NaN or Inf values ({describe_array(lam)})")
+        validate_float_array(lam, name, min_ndim=2, check_finite=True)
     return witness
 
 

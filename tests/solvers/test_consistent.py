@@ -313,7 +313,7 @@ def test_rejects_bad_grad_and_witness_options():
         consistent_attention(scores, [2], witness=np.zeros((2, 2)))
     with pytest.raises(ValueError, match=r"witness\[0\] must broadcast to the shape \(2, 2\)"):
         consistent_attention(scores, [2], method="witness", witness=np.zeros((4, 4)))
-    with pytest.raises(TypeError, match=r"witness\[0\] must have the dtype"):
+    with pytest.raises(TypeError, match=r"witness\[0\] must have the same dtype as scores\[0\]"):
         consistent_attention(scores, [2], method="witness", witness=np.zeros((2, 2), np.float32))
     three = [np.zeros((8, 8)), np.zeros((4, 4)), np.zeros((2, 2))]
     with pytest.raises(ValueError, match="serves two layers only"):

@@ -13,6 +13,8 @@ Examples
 
 from . import (
     builtin,  # noqa: F401  (registers the built-in operators)
+    graph_kernels,  # noqa: F401  (registers kernel attention with graph-kernel masks)
+    graphs,  # noqa: F401  (registers sparse-graph attention)
     solvers,  # noqa: F401  (registers the optimization-based attention maps)
 )
 from .inputs import synthetic_inputs

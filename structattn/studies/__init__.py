@@ -14,8 +14,10 @@ Examples
 from . import (
     builtin,  # noqa: F401  (registers the built-in operators)
     eigen,  # noqa: F401  (registers the eigenfunction low-rank baseline)
+    estimators,  # noqa: F401  (registers RFA-SNIS, RA, LARA, cosFormer)
     graph_kernels,  # noqa: F401  (registers kernel attention with graph-kernel masks)
     graphs,  # noqa: F401  (registers sparse-graph attention)
+    mra,  # noqa: F401  (registers MRA-2 and MRA-2-s)
     solvers,  # noqa: F401  (registers the optimization-based attention maps)
 )
 from .inputs import synthetic_inputs

@@ -27,6 +27,8 @@ _COLUMNS = (
     ("rel_error", lambda r: _sci(r.get("rel_error")), True),
     ("max_abs", lambda r: _sci(r.get("max_abs_error")), True),
     ("row_kl", lambda r: _sci(r.get("row_kl")), True),
+    ("temp", lambda r: _num(r.get("temperature")), True),
+    ("entropy", lambda r: _fixed(r.get("entropy")), True),
     ("time_ms", lambda r: _ms(r.get("time_s")), True),
     ("exact_ms", lambda r: _ms(r.get("exact_time_s")), True),
     ("speedup", lambda r: _speedup(r), True),
@@ -40,6 +42,14 @@ def _missing(x: Any) -> bool:
 
 def _sci(x: Any) -> str:
     return "-" if _missing(x) else f"{x:.3e}"
+
+
+def _num(x: Any) -> str:
+    return "-" if _missing(x) else f"{x:g}"
+
+
+def _fixed(x: Any) -> str:
+    return "-" if _missing(x) else f"{x:.3f}"
 
 
 def _ms(x: Any) -> str:
@@ -77,6 +87,7 @@ def _sort_key(r: Mapping[str, Any]) -> tuple:
         str(r.get("operator", "")),
         bool(r.get("causal")),
         r.get("length") or 0,
+        r.get("temperature") or 0.0,
         str(r.get("budget_name") or ""),
         _budget_key(r.get("budget_value")),
         r.get("seed") or 0,
@@ -86,8 +97,10 @@ def _sort_key(r: Mapping[str, Any]) -> tuple:
 def format_table(records: Iterable[Mapping[str, Any]]) -> str:
     """A fixed-width text table of study records, one row per record.
 
-    Rows are sorted by operator, causal flag, length, budget (and seed).  Errors and
-    the row KL are printed as ``%.3e``; times in milliseconds; ``speedup`` is
+    Rows are sorted by operator, causal flag, length, temperature, budget (and seed).
+    Errors and the row KL are printed as ``%.3e``; ``temp`` is the factor on ``q`` and
+    ``k`` and ``entropy`` the mean row entropy of the exact map (nats); times in
+    milliseconds; ``speedup`` is
     ``exact_time_s / time_s``; ``note`` is ``W`` when the operator warned (e.g.
     non-positive normalizers of signed features) and ``E`` when it failed, with the
     failures listed under the table.

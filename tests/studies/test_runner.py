@@ -181,3 +181,77 @@ def test_masked_operators_on_the_torch_backend():
                         repeats=1)
     assert records and all(r["rel_error"] is not None for r in records), records[0]["notes"]
     assert all(r["backend"] == "torch" for r in records)
+
+
+# ----------------------------------------------------- temperatures, entropy, inputs
+def test_temperatures_scale_q_and_k_and_entropy_is_reported():
+    from structattn import attention_matrix
+
+    records = run_study(["linear-elu"], lengths=(16,), dim=8, value_dim=8, heads=1,
+                        causal=(False, True), temperatures=(0.5, 2.0), repeats=1)
+    assert len(records) == 4
+    q, k, _ = synthetic_inputs(16, dim=8, value_dim=8, heads=1, seed=0, scale=0.5)
+    for r in records:
+        assert r["inputs"] == "synthetic"
+        t = r["temperature"]
+        P = attention_matrix(q * t, k * t, causal=r["causal"])
+        logP = np.log(np.where(P > 0, P, 1.0))
+        entropy = float(np.mean(-(P * logP).sum(axis=-1)))
+        assert abs(r["entropy"] - entropy) <= 1e-12
+    table = format_table(records)
+    assert " temp " in table.splitlines()[0] and "entropy" in table.splitlines()[0]
+    with pytest.raises(ValueError, match="temperatures"):
+        run_study(["linear-elu"], temperatures=(0.0,))
+
+
+def test_default_sweep_is_one_temperature():
+    records = run_study(["linear-elu"], lengths=(8,), dim=4, causal=False, repeats=1)
+    assert [r["temperature"] for r in records] == [1.0]
+
+
+def _fake_minilm(monkeypatch):
+    import sys
+    import types
+
+    module = types.ModuleType("structattn.studies.minilm")
+    calls = []
+
+    def minilm_attention_inputs(length, *, layer=0, seed=0, dtype="float64"):
+        calls.append((length, layer, seed, dtype))
+        rng = np.random.default_rng(seed + 100 * layer)
+        return tuple(rng.standard_normal((1, 3, length, 6)).astype(dtype) for _ in range(3))
+
+    module.minilm_attention_inputs = minilm_attention_inputs
+    monkeypatch.setitem(sys.modules, "structattn.studies.minilm", module)
+    return calls
+
+
+def test_minilm_inputs_path_with_a_stand_in_module(monkeypatch):
+    calls = _fake_minilm(monkeypatch)
+    records = run_study(["performer", "linear-elu"], lengths=(16,), inputs="minilm",
+                        minilm_layer=2, seeds=(1,), causal=False, dtype="float32",
+                        repeats=1)
+    assert calls == [(16, 2, 1, "float32")]
+    assert records and all(r["inputs"] == "minilm" for r in records)
+    assert all(np.isfinite(r["rel_error"]) for r in records)  # dim = d_head = 6 from data
+
+
+def test_minilm_missing_names_the_studies_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "structattn.studies.minilm", None)  # import fails
+    with pytest.raises(ImportError, match=r"studies.*extra|`studies` extra"):
+        run_study(["linear-elu"], lengths=(8,), inputs="minilm")
+    with pytest.raises(ValueError, match="inputs must be one of"):
+        run_study(["linear-elu"], lengths=(8,), inputs="bert")
+
+
+def test_minilm_real_module_if_available():
+    pytest.importorskip("structattn.studies.minilm")
+    try:
+        records = run_study(["linear-elu"], lengths=(16,), inputs="minilm", causal=False,
+                            repeats=1)
+    except ImportError as exc:  # module present, weights package missing
+        assert "studies" in str(exc)
+        pytest.skip(str(exc))
+    assert records[0]["inputs"] == "minilm" and np.isfinite(records[0]["rel_error"])

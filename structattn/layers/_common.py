@@ -1,0 +1,105 @@
+"""Validation helpers shared by the torch layers (constructor parameters and inputs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._array import describe_array, dtype_name
+
+__all__ = [
+    "check_choice",
+    "check_input",
+    "check_nonnegative_int",
+    "check_positive_float",
+    "check_positive_int",
+    "check_scale",
+    "relative_offsets_bias",
+]
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an int ``>= 1`` or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_nonnegative_int(value: Any, name: str) -> int:
+    """``value`` as an int ``>= 0`` or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def check_positive_float(value: Any, name: str) -> float:
+    """``value`` as a finite float ``> 0`` or a ValueError naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_choice(value: Any, name: str, choices: tuple[Any, ...]) -> Any:
+    """``value`` if it is one of ``choices``, else a ValueError naming ``name``."""
+    if not isinstance(value, (str, bool)) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_scale(value: Any, name: str, words: tuple[str, ...]) -> float | str:
+    """A score scale: a finite float ``> 0`` or one of the named rules in ``words``."""
+    if isinstance(value, str):
+        if value not in words:
+            raise ValueError(
+                f"{name} must be a finite number > 0 or one of {words}, got {value!r}"
+            )
+        return value
+    try:
+        return check_positive_float(value, name)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a finite number > 0 or one of {words}, got {value!r}"
+        ) from None
+
+
+def check_input(x: Any, name: str, d_model: int, *, check_finite: bool, min_len: int = 1,
+                like: torch.nn.Module | None = None) -> None:
+    """Validate a layer input ``x`` of shape ``(..., T, d_model)``.
+
+    Raises TypeError for a non-tensor or a non-float32/float64 dtype, or a dtype that
+    differs from the module's parameters; ValueError for a wrong shape or NaN/Inf.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if dtype_name(x) not in ("float32", "float64"):
+        raise TypeError(f"{name} must be float32 or float64, got {dtype_name(x)}")
+    if x.ndim < 2 or x.shape[-1] != d_model or x.shape[-2] < min_len:
+        raise ValueError(
+            f"{name} must have shape (..., T, d_model) with d_model = {d_model} and "
+            f"T >= {min_len}, got shape {tuple(x.shape)}"
+        )
+    if like is not None:
+        p = next(like.parameters(), None)
+        if p is not None and (p.dtype != x.dtype or p.device != x.device):
+            raise TypeError(
+                f"{name} ({describe_array(x)}) must have the dtype and device of the "
+                f"module's parameters ({dtype_name(p)}, {p.device}); call "
+                f"module.to(x.dtype) / module.to(x.device) first"
+            )
+    if check_finite and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values ({describe_array(x)})")
+
+
+def relative_offsets_bias(table: torch.Tensor, max_distance: int, L: int) -> torch.Tensor:
+    """Toeplitz bias ``b_ij = table[clip(i - j, -D, D) + D]``, shape ``(L, L)``."""
+    i = torch.arange(L, device=table.device)
+    off = (i[:, None] - i[None, :]).clamp(-max_distance, max_distance) + max_distance
+    return table[off]

@@ -55,27 +55,27 @@ class MRAReference:
 
     Attributes
     ----------
-    output : ndarray (*batch, L, d_v)
+    output : ndarray ``(*batch, L, d_v)``
         ``Ŷ = Â V``.
-    matrix : ndarray (*batch, L, L)
+    matrix : ndarray ``(*batch, L, L)``
         ``Â = diag(Ê 1)⁻¹ Ê``.
-    kernel : ndarray (*batch, L, L)
+    kernel : ndarray ``(*batch, L, L)``
         Unnormalised ``Ê`` with the global shift :attr:`shift`.
-    exact_kernel : ndarray (*batch, L, L)
+    exact_kernel : ndarray ``(*batch, L, L)``
         ``E = exp(S - shift)`` on valid pairs.
-    exact_output : ndarray (*batch, L, d_v)
+    exact_output : ndarray ``(*batch, L, d_v)``
         Exact (masked) softmax attention.
-    tree_kernel : ndarray (*batch, L, L)
+    tree_kernel : ndarray ``(*batch, L, L)``
         Tree projection of ``E``: block means of ``E`` on unselected blocks (``"full"``;
         zero in ``"sparse"``), exact entries on selected blocks.
-    scores : ndarray (*batch, L, L)
+    scores : ndarray ``(*batch, L, L)``
         ``S = Q Kᵀ · scale``.
-    block_scores : ndarray (*batch, n_b, n_b)
+    block_scores : ndarray ``(*batch, n_b, n_b)``
         Block means of ``S`` over valid pairs.
-    selected : ndarray of bool (*batch, n_b, n_b)
+    selected : ndarray of bool ``(*batch, n_b, n_b)``
         ``M``.
     selection : BlockSelection
-    shift : ndarray (*batch,)
+    shift : ndarray ``(*batch,)``
         Global shift per head (maximum valid score).
     """
 

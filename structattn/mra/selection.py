@@ -115,9 +115,9 @@ class BlockSelection:
 
     Attributes
     ----------
-    indptr : numpy.ndarray of int64, shape (*batch, n_b + 1)
+    indptr : numpy.ndarray of int64, shape ``(*batch, n_b + 1)``
         Block row ``I`` owns ``indices[..., indptr[..., I]:indptr[..., I + 1]]``.
-    indices : numpy.ndarray of int64, shape (*batch, k)
+    indices : numpy.ndarray of int64, shape ``(*batch, k)``
         Block column of each selected block, ascending within a block row.
     num_block_rows : int
         ``n_b``.
@@ -227,7 +227,7 @@ def select_blocks(
 
     Parameters
     ----------
-    scores : array, shape (*batch, n_b, n_b)
+    scores : array, shape ``(*batch, n_b, n_b)``
         Coarse block scores ``Ŝ`` (numpy array or torch tensor; read as float64 on the
         host, no gradient).
     num_blocks : int
@@ -236,7 +236,7 @@ def select_blocks(
         Always refine (after coverage) the first ``prior_first`` block rows and columns.
     prior_diag : int, default 0
         Always refine (after coverage) the band ``|I - J| <= prior_diag // 2``.
-    block_valid : array of bool, shape (*batch, n_b), optional
+    block_valid : array of bool, shape ``(*batch, n_b)``, optional
         False for block rows/columns without any valid (unpadded) token.
 
     Returns

@@ -2,22 +2,34 @@
 
 ``mra_block_sparse`` runs one task per (batch x head, block row) — the BSR layout of the
 selection gives each task the list of its blocks, so no two tasks write the same output
-rows and no atomics are needed (mra.md §2.4).  A task owns its ``b`` output rows and, for
-every selected block ``(I, J)``:
+rows and no atomics are needed (mra.md §2.4).  Tasks are dealt out interleaved to one
+worker per thread (``prange`` over workers), each worker allocating its scratch once.
+A task owns its ``b`` output rows; with ``s`` selected blocks in its block row it
 
-1. computes the ``b x b`` score tile ``Q_I K_Jᵀ · scale`` (one small BLAS ``gemm`` on
-   the contiguous blocks, or BLAS-free loops sized for the block, see
-   ``TILE_PRODUCTS``);
-2. updates each row's running maximum (online softmax: the previous sums are rescaled
-   when the maximum grows, so the final reference is the exact row maximum over all
-   selected blocks);
-3. accumulates the row sums of ``exp`` of the tile and ``exp(tile) @ V_J`` (same
-   choice of product) into the numerators;
+1. scales its query block once, ``Q_s = scale · Q_I``;
+2. builds the *transposed* score block ``Sᵀ`` (``s b`` keys x ``b`` queries): block
+   ``J``'s slice ``K_J Q_sᵀ`` is one product written to contiguous rows (BLAS ``gemm``
+   through ``np.dot``, or BLAS-free loops, see ``TILE_PRODUCTS``) — no key block is
+   copied or gathered; padded keys get a large negative finite value;
+3. takes the exact maximum of every query column over all selected keys,
+   exponentiates (float32: a vectorised ``exp``, see below; float64: ``math.exp``) and
+   sums the columns;
+4. accumulates ``Σ_J (Sᵀ_J)ᵀ V_J`` (one product per block);
 
 then merges with the coarse row of block row ``I`` by log-sum-exp rescaling and divides.
 Padded keys (``valid`` False) carry no weight; padded rows and rows with a zero
-denominator output 0.  Arithmetic is in the input dtype (float32 or float64); extra
-memory per task is one tile and the ``b x d_v`` accumulators.
+denominator output 0.  Arithmetic is in the input dtype (float32 or float64).  Scratch
+per worker: the ``s_max b x b`` score block (and its int32 exponent buffer for float32),
+a ``b x d`` query block and two ``b x d_v`` accumulators, ``s_max`` the longest block
+row.
+
+Vectorised float32 ``exp``: numba has no SVML here, so ``math.exp`` is a scalar libm
+call (≈4 ns).  :func:`_exp_shifted_f32` uses the classical Cody–Waite reduction
+``x = n ln2 + r`` (``|r| <= ln2/2``, ``ln2`` split in two parts), a degree-7 Taylor
+polynomial for ``exp(r)`` and ``2^n`` built from its exponent bits; every step is plain
+arithmetic that LLVM vectorises (AVX-512: 16 lanes).  Relative error ≤ 2.5e-7 (about two
+float32 ulps) for arguments in ``[-87, 0]``; arguments below ``-87`` give exactly 0
+(their true value is below 1.7e-38 while every row holds a weight 1 at its maximum).
 """
 
 from __future__ import annotations
@@ -29,148 +41,240 @@ import numpy as np
 
 __all__ = ["mra_block_sparse"]
 
-#: How the two per-tile products (``Q_I K_Jᵀ``, ``P V_J``) are computed inside the kernel:
-#: ``"blas"`` — one small ``np.dot`` per tile (numba calls the BLAS gemm of scipy);
-#: ``"loops"`` — BLAS-free loops sized for the block.  Measured on this project's Xeon
-#: (AVX-512, no SVML, one thread), L = 4096, 8 blocks per row, 8 heads: 0.22–0.24 s per
-#: call with BLAS tiles, 0.30–0.32 s with the loops (docs/mra.rst), hence the default.
+#: How the two products per selected block (``K_J Q_sᵀ``, ``(Sᵀ_J)ᵀ V_J``) are computed
+#: inside the kernel: ``"blas"`` — one ``np.dot`` each (numba calls the BLAS gemm of
+#: scipy); ``"loops"`` — BLAS-free loops (about 1.4x slower here, kept as the
+#: independent variant the tests compare).  Measurements: docs/mra.rst.
 TILE_PRODUCTS = "blas"
 
-#: Tiles x b² x d below which the serial variant runs (waking the thread pool costs more).
+#: Total tiles x b² x d below which the serial variant runs (waking the thread pool costs
+#: more).
 PARALLEL_MIN_WORK = 1 << 21
+
+#: Finite stand-in for ``-inf`` inside the kernel (padded keys, empty rows): keeps every
+#: value finite so the fastmath helpers may vectorise max-reductions.
+_NEG = -3.0e38
+_EMPTY = -1.0e38  # a row maximum below this means "no valid key"
 
 
 @numba.njit(cache=True, fastmath=True)
-def _tile_loops(qI, kJ, tile, vJ, nrow, use_pv):  # pragma: no cover - compiled
-    # BLAS-free products sized for the block; use_pv False: tile = qI @ kJᵀ (dot products
-    # over d contiguous features; fastmath lets LLVM vectorise the reductions);
-    # True: nrow += tile @ vJ (inner loop over d_v contiguous values)
-    b, d = qI.shape
-    if not use_pv:
+def _exp_shifted_f32(ST, m, ibuf, z):  # pragma: no cover - compiled
+    """``ST[c, r] = exp(ST[c, r] - m[r])`` (float32, vectorised) in place; ``z`` = sums."""
+    nk, b = ST.shape
+    lo = np.float32(-87.0)
+    log2e = np.float32(1.4426950408889634)
+    ln2_hi = np.float32(0.693145751953125)
+    ln2_lo = np.float32(1.428606765330187e-06)
+    c7 = np.float32(1.0 / 5040.0)
+    c6 = np.float32(1.0 / 720.0)
+    c5 = np.float32(1.0 / 120.0)
+    c4 = np.float32(1.0 / 24.0)
+    c3 = np.float32(1.0 / 6.0)
+    c2 = np.float32(0.5)
+    one = np.float32(1.0)
+    for c in range(nk):
         for r in range(b):
-            for c in range(b):
-                acc = tile.dtype.type(0.0)
-                for dd in range(d):
-                    acc += qI[r, dd] * kJ[c, dd]
-                tile[r, c] = acc
-    else:
-        dv = vJ.shape[1]
+            x = ST[c, r] - m[r]
+            keep = x >= lo
+            x = max(x, lo)
+            n = math.floor(x * log2e + np.float32(0.5))
+            y = x - n * ln2_hi
+            y = y - n * ln2_lo
+            p = c7 * y + c6
+            p = p * y + c5
+            p = p * y + c4
+            p = p * y + c3
+            p = p * y + c2
+            p = p * y + one
+            p = p * y + one
+            ST[c, r] = p
+            ibuf[c, r] = ((np.int32(n) + np.int32(127)) << np.int32(23)) if keep else \
+                np.int32(0)
+    two_n = ibuf[:nk].view(np.float32)
+    for r in range(b):
+        z[r] = 0.0
+    for c in range(nk):
         for r in range(b):
-            for c in range(b):
-                w = tile[r, c]
-                if w != 0.0:
-                    for e in range(dv):
-                        nrow[r, e] += w * vJ[c, e]
+            w = ST[c, r] * two_n[c, r]
+            ST[c, r] = w
+            z[r] += w
+
+
+@numba.njit(cache=True, fastmath=False)
+def _exp_shifted_libm(ST, m, z):  # pragma: no cover - compiled
+    """``ST[c, r] = exp(ST[c, r] - m[r])`` with ``math.exp`` (float64 path); ``z`` = sums."""
+    nk, b = ST.shape
+    for r in range(b):
+        z[r] = 0.0
+    for c in range(nk):
+        for r in range(b):
+            w = math.exp(ST[c, r] - m[r])
+            ST[c, r] = w
+            z[r] += w
+
+
+@numba.njit(cache=True, fastmath=True)
+def _column_max(ST, m):  # pragma: no cover - compiled
+    """``m[r] = max_c ST[c, r]`` (all values finite: padded keys hold ``_NEG``)."""
+    nk, b = ST.shape
+    for r in range(b):
+        m[r] = ST[0, r]
+    for c in range(1, nk):
+        for r in range(b):
+            m[r] = max(m[r], ST[c, r])
+
+
+@numba.njit(cache=True, fastmath=True)
+def _loops_kq(kJ, qs, out):  # pragma: no cover - compiled
+    # BLAS-free out = kJ @ qsᵀ (dot products over d contiguous features)
+    bk, d = kJ.shape
+    bq = qs.shape[0]
+    for c in range(bk):
+        for r in range(bq):
+            acc = out.dtype.type(0.0)
+            for dd in range(d):
+                acc += kJ[c, dd] * qs[r, dd]
+            out[c, r] = acc
+
+
+@numba.njit(cache=True, fastmath=True)
+def _loops_pv(P, vJ, acc):  # pragma: no cover - compiled
+    # BLAS-free acc += Pᵀ @ vJ, P (keys x queries) (inner loop over d_v contiguous values)
+    bk, bq = P.shape
+    dv = vJ.shape[1]
+    for c in range(bk):
+        for r in range(bq):
+            w = P[c, r]
+            if w != 0.0:
+                for e in range(dv):
+                    acc[r, e] += w * vJ[c, e]
 
 
 @numba.njit(cache=True, fastmath=False)
 def _block_row(t, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
-               tile, mrow, zrow, nrow, pv, blas):  # pragma: no cover - compiled
-    n, b = qb.shape[1], qb.shape[2]
+               qs, sbuf, ibuf, acc, tmp, mrow, zrow, masked, blas,
+               fast_exp):  # pragma: no cover - compiled
+    n, b, d = qb.shape[1], qb.shape[2], qb.shape[3]
     dv = vb.shape[3]
     bi = t // n
     I = t - bi * n
-    neg = -np.inf
-    qI = qb[bi, I]
-    for r in range(b):
-        mrow[r] = neg
-        zrow[r] = 0.0
-        for e in range(dv):
-            nrow[r, e] = 0.0
-    for p in range(indptr[bi, I], indptr[bi, I + 1]):
-        J = indices[bi, p]
-        kJ = kb[bi, J]
-        vJ = vb[bi, J]
-        vaJ = valid[bi, J]
-        if blas:
-            np.dot(qI, kJ.T, tile)
-        else:
-            _tile_loops(qI, kJ, tile, vJ, nrow, False)
-        # exact running row max, rescale earlier sums, exponentiate (padded keys -> 0)
-        for r in range(b):
-            tmax = neg
-            for c in range(b):
-                if vaJ[c]:
-                    x = tile[r, c] * scale
-                    tile[r, c] = x
-                    if x > tmax:
-                        tmax = x
-                else:
-                    tile[r, c] = neg
-            if tmax == neg:
-                for c in range(b):
-                    tile[r, c] = 0.0
-                continue
-            if tmax > mrow[r]:
-                if mrow[r] != neg:
-                    alpha = math.exp(mrow[r] - tmax)
-                    zrow[r] *= alpha
-                    for e in range(dv):
-                        nrow[r, e] *= alpha
-                mrow[r] = tmax
-            m = mrow[r]
-            z = zrow[r]
-            for c in range(b):
-                w = math.exp(tile[r, c] - m)
-                tile[r, c] = w
-                z += w
-            zrow[r] = z
-        if blas:
-            np.dot(tile, vJ, pv)
-            for r in range(b):
-                for e in range(dv):
-                    nrow[r, e] += pv[r, e]
-        else:
-            _tile_loops(qI, kJ, tile, vJ, nrow, True)
-    # merge with the coarse row of block I and divide
+    p0, p1 = indptr[bi, I], indptr[bi, I + 1]
+    nk = (p1 - p0) * b
     cm = mc[bi, I]
+    has_coarse = cm != -np.inf
+    if nk > 0:
+        # scores transposed, ST[key, query] = (K_J (scale Q_I)ᵀ): every block's product
+        # writes a contiguous row slice (no gather), the softmax runs over columns
+        qI = qb[bi, I]
+        for r in range(b):
+            for x in range(d):
+                qs[r, x] = qI[r, x] * scale
+        ST = sbuf[:nk * b].reshape((nk, b))
+        neg = ST.dtype.type(_NEG)
+        for p in range(p0, p1):
+            J = indices[bi, p]
+            o = (p - p0) * b
+            if blas:
+                np.dot(kb[bi, J], qs.T, ST[o:o + b])
+            else:
+                _loops_kq(kb[bi, J], qs, ST[o:o + b])
+            if masked:
+                for x in range(b):
+                    if not valid[bi, J, x]:
+                        for r in range(b):
+                            ST[o + x, r] = neg
+        _column_max(ST, mrow)
+        for r in range(b):
+            if mrow[r] < _EMPTY:  # no valid key: all entries _NEG, weights become 0
+                mrow[r] = 0.0
+        if fast_exp:
+            _exp_shifted_f32(ST, mrow, ibuf, zrow)
+        else:
+            _exp_shifted_libm(ST, mrow, zrow)
+        for p in range(p0, p1):
+            J = indices[bi, p]
+            o = (p - p0) * b
+            if blas:
+                if p == p0:
+                    np.dot(ST[o:o + b].T, vb[bi, J], acc)
+                else:
+                    np.dot(ST[o:o + b].T, vb[bi, J], tmp)
+                    for r in range(b):
+                        for e in range(dv):
+                            acc[r, e] += tmp[r, e]
+            else:
+                if p == p0:
+                    acc[:, :] = 0.0
+                _loops_pv(ST[o:o + b], vb[bi, J], acc)
+    # merge with the coarse row of block I and divide
     for r in range(b):
         if not valid[bi, I, r]:
             for e in range(dv):
                 out[bi, I, r, e] = 0.0
             continue
-        fm = mrow[r]
-        ref = fm if fm > cm else cm
-        af = math.exp(fm - ref) if fm != neg else 0.0
-        ac = math.exp(cm - ref) if cm != neg else 0.0
-        den = zrow[r] * af + Zc[bi, I] * ac
+        fine = nk > 0 and zrow[r] > 0.0
+        if fine and has_coarse:
+            fm = mrow[r]
+            ref = fm if fm > cm else cm
+            af = math.exp(fm - ref)
+            ac = math.exp(cm - ref)
+            den = zrow[r] * af + Zc[bi, I] * ac
+        elif fine:
+            af, ac = 1.0, 0.0
+            den = zrow[r]
+        elif has_coarse:
+            af, ac = 0.0, 1.0
+            den = Zc[bi, I]
+        else:
+            af, ac = 0.0, 0.0
+            den = 0.0
         if den > 0.0:
             inv = 1.0 / den
-            for e in range(dv):
-                out[bi, I, r, e] = (nrow[r, e] * af + Nc[bi, I, e] * ac) * inv
+            if fine and has_coarse:
+                for e in range(dv):
+                    out[bi, I, r, e] = (acc[r, e] * af + Nc[bi, I, e] * ac) * inv
+            elif fine:
+                for e in range(dv):
+                    out[bi, I, r, e] = acc[r, e] * inv
+            else:
+                for e in range(dv):
+                    out[bi, I, r, e] = Nc[bi, I, e] * inv
         else:
             for e in range(dv):
                 out[bi, I, r, e] = 0.0
 
 
-@numba.njit(cache=True, parallel=True, fastmath=False)
-def _run_parallel(qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
-                  blas):  # pragma: no cover - compiled
-    B, n, b = qb.shape[0], qb.shape[1], qb.shape[2]
+@numba.njit(cache=True, fastmath=False)
+def _worker(w, nw, max_nk, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
+            masked, blas, fast_exp):  # pragma: no cover - compiled
+    B, n, b, d = qb.shape
     dv = vb.shape[3]
-    for t in numba.prange(B * n):
-        tile = np.empty((b, b), dtype=qb.dtype)
-        mrow = np.empty(b, dtype=qb.dtype)
-        zrow = np.empty(b, dtype=qb.dtype)
-        nrow = np.empty((b, dv), dtype=qb.dtype)
-        pv = np.empty((b, dv), dtype=qb.dtype)
+    dt = qb.dtype
+    qs = np.empty((b, d), dtype=dt)
+    sbuf = np.empty(max_nk * b, dtype=dt)
+    ibuf = np.empty((max_nk, b), dtype=np.int32)
+    acc = np.empty((b, dv), dtype=dt)
+    tmp = np.empty((b, dv), dtype=dt)
+    mrow = np.empty(b, dtype=dt)
+    zrow = np.empty(b, dtype=dt)
+    for t in range(w, B * n, nw):  # interleaved: balances rows of different lengths
         _block_row(t, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
-                   tile, mrow, zrow, nrow, pv, blas)
+                   qs, sbuf, ibuf, acc, tmp, mrow, zrow, masked, blas, fast_exp)
+
+
+@numba.njit(cache=True, parallel=True, fastmath=False)
+def _run_parallel(nw, max_nk, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
+                  masked, blas, fast_exp):  # pragma: no cover - compiled
+    for w in numba.prange(nw):
+        _worker(w, nw, max_nk, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
+                masked, blas, fast_exp)
 
 
 @numba.njit(cache=True, fastmath=False)
-def _run_serial(qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
-                blas):  # pragma: no cover - compiled
-    B, n, b = qb.shape[0], qb.shape[1], qb.shape[2]
-    dv = vb.shape[3]
-    tile = np.empty((b, b), dtype=qb.dtype)
-    mrow = np.empty(b, dtype=qb.dtype)
-    zrow = np.empty(b, dtype=qb.dtype)
-    nrow = np.empty((b, dv), dtype=qb.dtype)
-    pv = np.empty((b, dv), dtype=qb.dtype)
-    for t in range(B * n):
-        _block_row(t, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
-                   tile, mrow, zrow, nrow, pv, blas)
+def _run_serial(nw, max_nk, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
+                masked, blas, fast_exp):  # pragma: no cover - compiled
+    _worker(0, 1, max_nk, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
+            masked, blas, fast_exp)
 
 
 def mra_block_sparse(
@@ -210,15 +314,24 @@ def mra_block_sparse(
     Returns
     -------
     numpy.ndarray, shape (B, n_b, b, d_v)
-        Output rows, input dtype.  Cost ``O(k b² (d + d_v))`` per head.
+        Output rows, input dtype.  Cost ``O(k b² (d + d_v))`` per head; scratch
+        ``O(s_max b (d + d_v + b))`` per thread, ``s_max`` the longest block row.
     """
     dtype = qb.dtype
     out = np.empty(vb.shape, dtype=dtype)
-    b, d = qb.shape[2], qb.shape[3]
+    B, n, b, d = qb.shape
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    counts = np.diff(indptr, axis=-1)
+    max_nk = max(int(counts.max()) if counts.size else 0, 1) * b
+    valid = np.ascontiguousarray(valid, dtype=np.bool_)
+    masked = not bool(valid.all())
     work = indices.size * b * b * (d + vb.shape[-1])
-    run = _run_parallel if work >= PARALLEL_MIN_WORK else _run_serial
-    run(qb, kb, vb, valid.astype(np.bool_, copy=False), indptr.astype(np.int64, copy=False),
-        indices.astype(np.int64, copy=False), dtype.type(scale), Nc.astype(dtype, copy=False),
-        Zc.astype(dtype, copy=False), mc.astype(dtype, copy=False), out,
-        TILE_PRODUCTS == "blas")
+    parallel = work >= PARALLEL_MIN_WORK
+    nw = min(numba.get_num_threads(), B * n) if parallel else 1
+    run = _run_parallel if parallel else _run_serial
+    run(nw, max_nk, qb, kb, vb, valid, indptr,
+        np.ascontiguousarray(indices, dtype=np.int64), dtype.type(scale),
+        Nc.astype(dtype, copy=False), Zc.astype(dtype, copy=False),
+        mc.astype(dtype, copy=False), out, masked, TILE_PRODUCTS == "blas",
+        dtype == np.float32)
     return out

@@ -18,7 +18,15 @@ explicit numpy ``seed``.
 """
 
 from ._cosformer import cosformer, cosformer_matrix
-from ._lara import LANDMARKS, MIS_TYPES, LaraParts, lara, lara_parts, pooling_matrix
+from ._lara import (
+    ALPHA_FLOOR,
+    LANDMARKS,
+    MIS_TYPES,
+    LaraParts,
+    lara,
+    lara_parts,
+    pooling_matrix,
+)
 from ._operators import (
     CosformerAttention,
     LinearRandomizedAttention,
@@ -29,6 +37,7 @@ from ._randomized import RA_MODES, randomized_attention
 from ._snis import rfa_snis
 
 __all__ = [
+    "ALPHA_FLOOR",
     "LANDMARKS",
     "MIS_TYPES",
     "RA_MODES",

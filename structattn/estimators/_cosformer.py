@@ -75,7 +75,11 @@ def cosformer(
     causal : bool, default False
         Query ``i`` sees keys ``j <= i`` (needs ``L_q == L_k``).
     max_length : int, optional
-        ``M``; default ``max(L_q, L_k)``.  Must be ``>= max(L_q, L_k)``.
+        ``M``; default ``max(L_q, L_k)``.  Must be ``>= max(L_q, L_k)``.  The
+        re-weighting ``cos(π(i − j)/(2M))`` depends on ``M``, so with the default a causal
+        output row depends on how many tokens *follow* it in the call (future tokens'
+        values never enter, but their count does): for prefix-consistent or incremental
+        causal decoding pass a fixed ``max_length`` (e.g. the model's context size).
     eps : float, default 0.0
         Added to every normalizer (the reference code adds 1e-6; it biases rows with a
         small normalizer).  Rows whose normalizer is exactly zero (every ``ReLU(q_i)·

@@ -15,12 +15,23 @@ from ..backends import resolve_backend
 from . import _common as C
 from ._snis import key_side
 
-__all__ = ["LANDMARKS", "MIS_TYPES", "LaraParts", "lara", "lara_parts", "pooling_matrix"]
+__all__ = [
+    "ALPHA_FLOOR",
+    "LANDMARKS",
+    "MIS_TYPES",
+    "LaraParts",
+    "lara",
+    "lara_parts",
+    "pooling_matrix",
+]
 
 #: Landmark constructions of :func:`lara`.
 LANDMARKS = ("segment-mean", "adaptive-2d")
 #: Multiple-importance-sampling weightings of :func:`lara`.
 MIS_TYPES = ("opt", "bh", "biased")
+
+#: Floor of the ``mis="opt"`` MIS weights before their log (``alpha_floor="auto"``).
+ALPHA_FLOOR = 1e-8
 
 
 def _segments(n: int, c: int) -> np.ndarray:
@@ -159,7 +170,7 @@ def lara_parts(
     deterministic: bool = False,
     seed: Any = None,
     noise_scale: float = 1.0,
-    alpha_floor: float | None = None,
+    alpha_floor: float | str | None = "auto",
     grid_shape: tuple[int, int] | None = None,
     noise: Any = None,
     scale: float | None = None,
@@ -188,7 +199,9 @@ def lara_parts(
     antithetic = C.check_bool(antithetic, "antithetic")
     deterministic = C.check_bool(deterministic, "deterministic")
     sigma = C.check_real(noise_scale, "noise_scale", minimum=0.0)
-    if alpha_floor is not None:
+    if isinstance(alpha_floor, str) and alpha_floor == "auto":
+        alpha_floor = ALPHA_FLOOR if mis == "opt" else None
+    elif alpha_floor is not None:
         alpha_floor = C.check_real(alpha_floor, "alpha_floor", positive=True)
         if mis != "opt":
             raise ValueError(f"alpha_floor only applies to mis='opt' (the other MIS weights "
@@ -276,7 +289,7 @@ def lara(
     deterministic: bool = False,
     seed: Any = None,
     noise_scale: float = 1.0,
-    alpha_floor: float | None = None,
+    alpha_floor: float | str | None = "auto",
     grid_shape: tuple[int, int] | None = None,
     noise: Any = None,
     scale: float | None = None,
@@ -325,11 +338,15 @@ def lara(
     noise_scale : float, default 1.0
         ``σ``, the proposal spread in the scaled space (the paper's value).  The released
         code's temperature handling amounts to ``σ = d**-0.25``: pass that for parity.
-    alpha_floor : float, optional
-        ``mis="opt"`` can give slightly negative ``α``; by default they are used as they
-        are (signed weights, still self-normalised).  The released code clamps
-        ``α >= 1e-8`` before taking logs: pass ``alpha_floor=1e-8`` for parity.
-        ``mis="opt"`` only.
+    alpha_floor : float, None or "auto", default "auto"
+        ``mis="opt"`` adds a zero-sum correction to the balance heuristic, so ``α`` can
+        become negative, while the estimator is defined for ``α >= 0`` (its log-domain
+        weights take ``log α``).  ``"auto"``: ``α`` is clamped at ``ALPHA_FLOOR = 1e-8``
+        before the log for ``mis="opt"`` (what the spec and the released code do) and
+        unused otherwise; a float sets the floor (``mis="opt"`` only); None uses the
+        signed ``α`` as the formula gives them (self-normalised, no epsilon; a
+        non-positive normaliser raises a :class:`~structattn.NormalizerWarning`: at
+        realistic sizes, e.g. ``L = 196, C = 49``, every run has one).
     grid_shape : (int, int), optional
         Token grid ``(H, W)`` for ``landmarks="adaptive-2d"``.
     noise : array, shape (..., C, d), optional

@@ -111,7 +111,7 @@ class LinearRandomizedAttention:
     antithetic : bool, default False
     deterministic : bool, default False
     noise_scale : float, default 1.0
-    alpha_floor : float, optional
+    alpha_floor : float, None or "auto", default "auto"
     grid_shape : (int, int), optional
     scale : float, optional
     backend : str, default "auto"
@@ -126,7 +126,7 @@ class LinearRandomizedAttention:
     antithetic: bool = False
     deterministic: bool = False
     noise_scale: float = 1.0
-    alpha_floor: float | None = None
+    alpha_floor: float | str | None = "auto"
     grid_shape: tuple[int, int] | None = None
     scale: float | None = None
     backend: str = "auto"

@@ -69,7 +69,8 @@ class LARAAttention(nn.Module):
     def __init__(self, d_model: int, num_heads: int, *, num_landmarks: int,
                  landmarks: str = "segment-mean", mis: str = "opt", alpha_coeff: float = 1.0,
                  antithetic: bool = False, deterministic: bool | None = None,
-                 seed: Any = 0, noise_scale: float = 1.0, alpha_floor: float | None = None,
+                 seed: Any = 0, noise_scale: float = 1.0,
+                 alpha_floor: float | str | None = "auto",
                  grid_shape: tuple[int, int] | None = None, head_dim: int | None = None,
                  bias: bool = True, check_finite: bool = True) -> None:
         super().__init__()

@@ -44,6 +44,7 @@ import numpy as np
 from .._array import (
     as_like,
     describe_array,
+    dtype_name,
     index_like,
     is_torch,
     namespace,
@@ -424,6 +425,27 @@ def _run(blk: _Blocks, sel: BlockSelection, mode: str, backend: str) -> Any:
 
 
 # ------------------------------------------------------------------ public API
+def _check_score_range(q: Any, k: Any, scale: float) -> None:
+    """Refuse inputs whose scores ``scale·q·k`` can overflow the dtype (O(L·d) bound).
+
+    ``|s_ij| <= scale·max_i‖q_i‖·max_j‖k_j‖`` (Cauchy–Schwarz); an overflowing score would
+    turn into ``inf - inf = NaN`` weights and rows silently zeroed by the merge.
+    """
+    if q.shape[-2] == 0 or k.shape[-2] == 0 or q.shape[-1] == 0:
+        return
+    if is_torch(q):
+        q, k = q.detach(), k.detach()
+    xp = namespace(q, k)
+    nq = float(xp.max(xp.linalg.vector_norm(xp.astype(q, xp.float64), axis=-1)))
+    nk = float(xp.max(xp.linalg.vector_norm(xp.astype(k, xp.float64), axis=-1)))
+    limit = float(np.finfo(np.float32 if dtype_name(q) == "float32" else np.float64).max)
+    if scale * nq * nk >= limit / 4:
+        raise ValueError(
+            f"scores scale*q.k may overflow {dtype_name(q)}: scale*max|q|*max|k| = "
+            f"{scale * nq * nk:.3g} (limit {limit / 4:.3g}); rescale q and k or use float64"
+        )
+
+
 def _prepare(
     q: Any, k: Any, v: Any | None, *, block_size: Any, blocks_per_row: Any, num_blocks: Any,
     mode: Any, prior_first: Any, prior_diag: Any, key_padding_mask: Any, scale: Any,
@@ -448,6 +470,7 @@ def _prepare(
         budget = resolve_budget(n, blocks_per_row, num_blocks, length=L, block_size=b)
     scl = _check_scale(scale, d)
     be = resolve_backend(backend, q, k, v)
+    _check_score_range(q, k, scl)
     batch = tuple(q.shape[:-2])
     valid = _valid_tokens(key_padding_mask, q, batch, L)
     blk = _blocks(q, k, v, valid, b, scl)

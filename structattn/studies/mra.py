@@ -6,29 +6,61 @@
 Budget: ``blocks_per_row`` in ``(1, 2, 4, 8)`` (the authors' table, mra.md §4.1), i.e.
 ``k = n_b · blocks_per_row`` exact ``32 x 32`` blocks per head.  At lengths with fewer
 than ``blocks_per_row`` block columns the budget is capped at ``n_b`` blocks per row
-(then the method is exact).  Deterministic (``seed`` unused), no causal form.
+(then the method is exact) and every call emits a :class:`BudgetClippedWarning`, which
+the study records in the row's notes.  Deterministic (``seed`` unused), no causal form.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from ..mra import MRAAttention
 from ..mra.selection import num_block_rows
 from .registry import register
 
-__all__ = ["BLOCK_SIZE", "minilm_errors"]
+__all__ = ["BLOCK_SIZE", "BudgetClippedWarning", "minilm_errors"]
 
 #: Block size of the registered MRA operators (the official value).
 BLOCK_SIZE = 32
 _BUDGETS = {"blocks_per_row": (1, 2, 4, 8)}
 
 
-def _mra(mode: str, length: int, blocks_per_row: int, backend: str) -> MRAAttention:
+class BudgetClippedWarning(UserWarning):
+    """A study budget larger than the number of blocks was reduced to that number."""
+
+
+@dataclass(frozen=True, eq=False)
+class _ClippedBudget:
+    """An operator run at a smaller budget than the study point asked for, and says so.
+
+    ``mra_attention`` rejects ``blocks_per_row`` above the number of key blocks; a sweep
+    over short lengths uses the largest valid budget instead and every call warns (the
+    study records the warning in its notes, so the record is not mislabelled silently).
+    """
+
+    operator: MRAAttention
+    message: str
+
+    def __call__(self, q: Any, k: Any, v: Any) -> Any:
+        warnings.warn(self.message, BudgetClippedWarning, stacklevel=2)
+        return self.operator(q, k, v)
+
+    def matrix(self, q: Any, k: Any) -> Any:
+        warnings.warn(self.message, BudgetClippedWarning, stacklevel=2)
+        return self.operator.matrix(q, k)
+
+
+def _mra(mode: str, length: int, blocks_per_row: int, backend: str) -> Any:
     n = num_block_rows(length, BLOCK_SIZE)
-    return MRAAttention(block_size=BLOCK_SIZE, blocks_per_row=min(blocks_per_row, n),
-                        mode=mode, backend=backend)
+    op = MRAAttention(block_size=BLOCK_SIZE, blocks_per_row=min(blocks_per_row, n),
+                      mode=mode, backend=backend)
+    if blocks_per_row <= n:
+        return op
+    return _ClippedBudget(op, f"blocks_per_row={blocks_per_row} exceeds the {n} key blocks "
+                              f"of L={length}; ran blocks_per_row={n} (the exact budget)")
 
 
 @register(

@@ -124,7 +124,31 @@ def test_negative_mis_weights_are_reported():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for s in range(20):
-            lara(q, k, v, num_landmarks=8, seed=s, alpha_coeff=50.0)
+            lara(q, k, v, num_landmarks=8, seed=s, alpha_coeff=50.0, alpha_floor=None)
+    assert any(issubclass(w.category, NormalizerWarning) for w in caught)
+
+
+def test_default_opt_weights_are_a_convex_combination_at_the_papers_size():
+    # L = 196 tokens, d = 64, C = 49 landmarks (the paper's ImageNet setting): the signed
+    # mis="opt" weights have a non-positive normaliser in every run; the default clamp
+    # (alpha_floor="auto" = ALPHA_FLOOR) keeps every output row in the convex hull of V
+    from structattn.estimators import ALPHA_FLOOR
+
+    assert ALPHA_FLOOR == 1e-8
+    rng = np.random.default_rng(11)
+    q, k, v = (rng.standard_normal((2, 196, 64)) for _ in range(3))
+    for s in range(3):
+        p = lara_parts(q, k, v, num_landmarks=49, seed=s, alpha_coeff=2.0)
+        assert np.all(p.weights >= 0)
+        np.testing.assert_allclose(p.weights.sum(axis=-1), 1.0, rtol=1e-12)
+        out = p.output
+        assert np.all(out <= v.max(axis=-2, keepdims=True) + 1e-12)
+        assert np.all(out >= v.min(axis=-2, keepdims=True) - 1e-12)
+        floored = lara(q, k, v, num_landmarks=49, seed=s, alpha_coeff=2.0, alpha_floor=1e-8)
+        np.testing.assert_array_equal(out, floored)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lara(q, k, v, num_landmarks=49, seed=0, alpha_coeff=2.0, alpha_floor=None)
     assert any(issubclass(w.category, NormalizerWarning) for w in caught)
 
 

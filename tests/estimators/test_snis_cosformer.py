@@ -134,3 +134,16 @@ def test_cosformer_gradcheck(causal):
     q, k, v = inputs(7, L=6, d=3, dv=2)
     t = tuple(torch.tensor(x[:1] + 0.3, requires_grad=True) for x in (q, k, v))
     assert torch.autograd.gradcheck(lambda a, b, c: cosformer(a, b, c, causal=causal), t)
+
+
+def test_causal_cosformer_is_prefix_consistent_with_a_fixed_max_length():
+    from structattn.estimators import cosformer
+
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.standard_normal((1, 32, 4)) for _ in range(3))
+    full = cosformer(q, k, v, causal=True, max_length=32)
+    head = cosformer(q[:, :16], k[:, :16], v[:, :16], causal=True, max_length=32)
+    np.testing.assert_allclose(full[:, :16], head, rtol=1e-12, atol=1e-14)
+    # with the default M = L the weights of the first rows depend on the call's length
+    short = cosformer(q[:, :16], k[:, :16], v[:, :16], causal=True)
+    assert np.abs(cosformer(q, k, v, causal=True)[:, :16] - short).max() > 1e-3

@@ -247,3 +247,39 @@ def test_invalid_diffusion_arguments_raise():
         DiffusionMask(np.full((3, 3), np.nan), 1.0)
     with pytest.raises(TypeError, match="must be an AttentionGraph, a networkx graph"):
         DiffusionMask([[0, 1], [1, 0]], 1.0)
+
+
+@pytest.mark.parametrize("lam", [0.3, 0.5, 2.0])
+def test_resolvent_on_a_dag_is_the_finite_series(lam):
+    # nilpotent W (rho = 0): a numerical spectral radius would give degree 0 (the
+    # identity); the longest path gives the exact finite series instead
+    rng = np.random.default_rng(5)
+    W = np.tril(rng.random((9, 9)), -1)  # a weighted causal DAG, no self-loops
+    M = ResolventMask(W, lam, method="series")
+    assert M.plan["series_degree"] == 8
+    ref = np.linalg.inv(np.eye(9) - lam * W)
+    np.testing.assert_allclose(M.to_dense(), ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+
+
+def test_resolvent_non_normal_without_a_norm_bound_raises():
+    n = 20
+    W = np.diag(3.0 * np.ones(n - 1), 1)
+    W[-1, 0] = 1e-12  # a cycle: rho ~ 0.71 but ||W|| = 3, strongly non-normal
+    from structattn.graphs.kernels import spectral_radius
+
+    with pytest.raises(ValueError, match="no a-priori error bound"):
+        ResolventMask(W, 0.5 / spectral_radius(W))
+    M = ResolventMask(W, 0.3)  # nu = 0.9 < 1: the norm bound holds
+    ref = np.linalg.inv(np.eye(n) - 0.3 * W)
+    err = np.abs(M.to_dense() - ref).max() / np.abs(ref).max()
+    assert err <= 1e-10
+
+
+def test_resolvent_within_rounding_of_the_radius_raises():
+    import networkx as nx
+
+    from structattn.graphs.kernels import spectral_radius
+
+    A = nx.to_numpy_array(nx.path_graph(14))
+    with pytest.raises(ValueError, match="must be < 1"):
+        ResolventMask(A, (1 - 1e-15) / spectral_radius(A))

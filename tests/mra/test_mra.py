@@ -532,3 +532,13 @@ def test_cuda_matches_cpu(mode):
                       selection=ref.selection)
     assert y.device.type == "cuda" and y.dtype == torch.float64
     np.testing.assert_allclose(to_np(y), ref.output, rtol=0, atol=1e-10)
+
+
+def test_bad_overflowing_scores_raise_instead_of_zero_rows():
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((1, 64, 8)).astype(np.float32) for _ in range(3))
+    with pytest.raises(ValueError, match="may overflow float32"):
+        mra_attention(q * 1e19, k * 1e19, v, block_size=16, blocks_per_row=2)
+    y = mra_attention(q.astype(np.float64) * 1e19, k.astype(np.float64) * 1e19,
+                      v.astype(np.float64), block_size=16, blocks_per_row=2)
+    assert np.all(np.isfinite(y))

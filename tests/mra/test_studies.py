@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import structattn.studies.mra  # noqa: F401  (registers mra-2, mra-2-s)
+import structattn.studies.mra  # registers mra-2, mra-2-s
 from structattn import softmax_attention
 from structattn.mra import MRAAttention, mra_attention
 from structattn.studies import get
@@ -31,9 +31,11 @@ def test_registered_operators(name):
     assert errs[-1] < errs[0]
     # short sequences: the budget is capped at n_b blocks per row (then exact)
     op = entry.build(dim=8, seed=0, causal=False, length=64, blocks_per_row=8)
-    assert op.blocks_per_row == 2
+    assert op.operator.blocks_per_row == 2
     qs, ks, vs = (x[..., :64, :] for x in (q, k, v))
-    assert relative_error(op(qs, ks, vs), softmax_attention(qs, ks, vs)) <= 1e-12
+    with pytest.warns(structattn.studies.mra.BudgetClippedWarning):
+        y = op(qs, ks, vs)
+    assert relative_error(y, softmax_attention(qs, ks, vs)) <= 1e-12
 
 
 def test_minilm_inputs_and_error_decreases_with_budget():
@@ -87,3 +89,13 @@ def test_minilm_matches_transformers_bert(monkeypatch):
     for layer in (0, 2, 5):
         np.testing.assert_allclose(minilm_hidden_states(ids, layer), hs[layer][0].numpy(),
                                    rtol=0, atol=1e-10)
+
+
+def test_budget_above_the_number_of_blocks_is_recorded_not_silent():
+    from structattn.studies import run_study
+
+    records = run_study(["mra-2"], lengths=(64,), dim=8, repeats=1)
+    notes = {r["budget_value"]: r["notes"] for r in records}
+    assert "BudgetClippedWarning" not in notes[1] and "BudgetClippedWarning" not in notes[2]
+    for b in (4, 8):  # L = 64 has 2 key blocks of 32
+        assert f"blocks_per_row={b} exceeds the 2 key blocks" in notes[b]

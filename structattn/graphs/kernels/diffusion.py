@@ -48,6 +48,37 @@ _OPERATORS = ("laplacian", "normalized_laplacian", "random_walk_laplacian", "adj
 #: Largest graph whose spectral radius is computed by a dense eigenvalue solver.
 DENSE_EIG_MAX = 512
 
+#: ``λ·ρ(W) >= 1 − RHO_MARGIN`` is refused by :class:`ResolventMask` (ρ is numerical).
+RHO_MARGIN = 1e-8
+
+#: Largest truncated-series degree :class:`ResolventMask` accepts.
+MAX_SERIES_DEGREE = 100_000
+
+
+def _dag_depth(W: sp.csr_array) -> int | None:
+    """Longest path length (edges) if the directed graph of ``W != 0`` is acyclic, else None.
+
+    Then ``W`` is nilpotent (``W^{depth+1} = 0``).  Kahn's algorithm, ``O(n + nnz)``.
+    """
+    A = sp.csr_array(W)
+    A.eliminate_zeros()
+    n = A.shape[0]
+    indeg = np.diff(sp.csc_array(A).indptr)
+    level = np.zeros(n, dtype=np.int64)
+    frontier = list(np.flatnonzero(indeg == 0))
+    indeg = indeg.copy()
+    seen = 0
+    indptr, indices = A.indptr, A.indices
+    while frontier:
+        u = frontier.pop()
+        seen += 1
+        for v in indices[indptr[u]:indptr[u + 1]]:
+            level[v] = max(level[v], level[u] + 1)
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                frontier.append(v)
+    return int(level.max()) if seen == n else None
+
 
 def _check_tol(tol: Any) -> float:
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not (
@@ -361,8 +392,13 @@ class ResolventMask(_SparseFunctionMask):
 
     Notes
     -----
-    With ``q = λ·ρ(W)``: series degree ``K = ⌈log(tol)/log q⌉ − 1`` (relative 2-norm
-    error ``q^{K+1}`` for symmetric ``W``; an estimate for non-normal ``W``),
+    With ``q = λ·ρ(W)``, symmetric ``W``: series degree ``K = ⌈log(tol)/log q⌉ − 1``
+    (relative 2-norm error ``q^{K+1}``).  Directed acyclic ``W`` (nilpotent, ``ρ = 0``):
+    ``K`` = the longest path length, the series is exact.  Other directed ``W``: ``ρ``
+    bounds nothing about a truncation, so ``K`` comes from ``ν = λ·min(‖W‖_1, ‖W‖_∞)
+    < 1`` (error ``≤ ν^{K+1}/(1 − ν)`` relative to the operand; ``ValueError`` if
+    ``ν >= 1``).  ``λρ`` within ``1e-8`` of 1 and degrees above ``MAX_SERIES_DEGREE``
+    are refused.
     ``O(K·|E|·F)``.  CG stops when every column's relative residual is below
     ``tol/κ`` with ``κ = (1 + q)/(1 − q)`` (then the relative error is below ``tol``);
     about ``√κ/2·log(2κ/tol)`` iterations.  CG's iteration count depends on the
@@ -390,16 +426,38 @@ class ResolventMask(_SparseFunctionMask):
             raise ValueError(f"method must be one of ('auto', 'series', 'cg'), got {method!r}")
         tol = _check_tol(tol)
         lam = float(lam)
-        rho = spectral_radius(W)
+        symmetric = is_symmetric(W)
+        depth = None if symmetric else _dag_depth(W)
+        rho = 0.0 if depth is not None else spectral_radius(W)
         q = lam * rho
-        if q >= 1:
+        if q >= 1 - RHO_MARGIN:
             raise ValueError(
-                f"lam * rho(W) must be < 1 for (I - lam W)^-1 = sum_k lam^k W^k to converge: "
-                f"got lam={lam:g}, spectral radius rho(W)={rho:.6g}, lam*rho={q:.6g}; use "
+                f"lam * rho(W) must be < 1 for (I - lam W)^-1 = sum_k lam^k W^k to converge "
+                f"(values within {RHO_MARGIN:g} of 1 are refused: rho is computed "
+                f"numerically and the series would not terminate): got lam={lam:g}, "
+                f"spectral radius rho(W)={rho:.6g}, lam*rho={q:.6g}; use "
                 f"lam < 1/rho = {1 / rho:.6g}"
             )
-        symmetric = is_symmetric(W)
-        K = 0 if q == 0 else max(0, math.ceil(math.log(tol) / math.log(q)) - 1)
+        if symmetric:  # ||(lam W)^(K+1)||_2 = q^(K+1)
+            K = 0 if q == 0 else max(0, math.ceil(math.log(tol) / math.log(q)) - 1)
+        elif depth is not None:  # acyclic: W^(depth+1) = 0, the series is finite
+            K = depth
+        else:  # non-normal: rho bounds nothing; use nu = lam·min(||W||_1, ||W||_inf)
+            nu = lam * min(one_norm(W), one_norm(W.T.tocsr()))
+            if nu >= 1:
+                raise ValueError(
+                    f"directed W with lam*rho(W)={q:.6g} < 1 but lam*min(||W||_1, "
+                    f"||W||_inf)={nu:.6g} >= 1: the truncated series has no a-priori error "
+                    f"bound (W is not normal); use lam < "
+                    f"{lam / nu:.6g} or a symmetric graph"
+                )
+            K = 0 if nu == 0 else max(
+                0, math.ceil(math.log(tol * (1 - nu)) / math.log(nu)) - 1)
+        if K > MAX_SERIES_DEGREE:
+            raise ValueError(
+                f"the series needs degree {K} > {MAX_SERIES_DEGREE} for tol={tol:g} "
+                f"(lam*rho={q:.6g} too close to 1); lower lam or raise tol"
+            )
         kappa = (1 + q) / (1 - q)
         cg_iters = math.ceil(0.5 * math.sqrt(kappa) * math.log(2 * kappa / tol)) + 1
         if method == "cg" and not symmetric:

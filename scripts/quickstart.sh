@@ -24,7 +24,7 @@ venv="${STRUCTATTN_VENV:-.venv}"
 python="${PYTHON:-python3}"
 torch_req="${STRUCTATTN_TORCH:-torch==2.13.0}"
 case "$job" in
-  study) extras="torch" ;;
+  study) extras="torch,studies" ;;
   test)  extras="torch,test" ;;
   docs)  extras="torch,docs" ;;
   bench) extras="torch,bench" ;;

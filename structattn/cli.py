@@ -6,6 +6,9 @@
 ``structattn study``
     Accuracy sweep of the registered approximations against exact softmax attention
     (:func:`structattn.studies.run_study`), printed as a table, optionally saved.
+``structattn task``
+    Runs a registered task-level study (:mod:`structattn.studies.tasks`): small models
+    trained on real data, written as records, a Markdown summary and figures.
 ``structattn bench``
     Runs the ``benchmarks/bench_*.py`` scripts of a source checkout.
 
@@ -221,6 +224,48 @@ def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------- task
+def _task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .studies.tasks import get_task, run_task, task_registry
+
+    if args.list or args.name is None:
+        tasks = task_registry()
+        if not tasks:
+            print("no task studies registered")
+        for name, task in tasks.items():
+            seeds = ",".join(str(s) for s in task.default_seeds)
+            print(f"{name:24s} {task.description} (default seeds {seeds})")
+        if args.name is None and not args.list:
+            parser.error("give a task name, or --list")
+        return 0
+    try:
+        get_task(args.name)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.seeds is not None and any(s < 0 for s in args.seeds):
+        parser.error(f"--seeds must be non-negative, got {args.seeds}")
+    out = Path(args.out) if args.out else Path(f"structattn-task-{args.name}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {str(out)!r} cannot be created: {exc}")
+    if not os.access(out, os.W_OK):
+        parser.error(f"--out {str(out)!r} is not writable")
+    start = time.perf_counter()
+    try:
+        result = run_task(args.name, seeds=args.seeds, quick=args.quick, out_dir=out,
+                          progress=not args.quiet and sys.stderr.isatty())
+    except ImportError as exc:
+        print(f"structattn task: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary)
+    print(f"\n{args.name}: {len(result.records)} records in "
+          f"{time.perf_counter() - start:.1f} s; written to {out}/ "
+          f"(records.jsonl, summary.md, metadata.json"
+          + "".join(f", {Path(f).name}" for f in result.figures) + ")")
+    return 0
+
+
 # ------------------------------------------------------------------------ bench
 def _search_roots() -> list[Path]:
     """Where ``bench`` looks: the cwd and the package directory's parent."""
@@ -292,7 +337,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------ parser
-def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
     from . import __version__
     from .backends import BACKENDS
 
@@ -343,10 +388,24 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     study.add_argument("--out", metavar="PATH", help="write records to a .csv or .json file")
 
+    task = sub.add_parser(
+        "task",
+        help="run a task-level study (models trained on real data)",
+        description="Run a registered task-level study; --list shows them.",
+    )
+    task.add_argument("name", nargs="?", help="registered task name")
+    task.add_argument("--list", action="store_true", help="list the registered tasks")
+    task.add_argument("--seeds", type=_int_list, default=None, metavar="S,S",
+                      help="seeds (default: the task's own)")
+    task.add_argument("--quick", action="store_true", help="reduced run (smoke test)")
+    task.add_argument("--out", metavar="DIR", help="output directory "
+                      "(default structattn-task-NAME)")
+    task.add_argument("--quiet", action="store_true", help="no progress bar")
+
     bench = sub.add_parser("bench", help="run benchmarks/bench_*.py of a source checkout")
     bench.add_argument("--quick", action="store_true", help="pass --quick to every script")
     bench.add_argument("--dir", metavar="PATH", help="start the benchmarks/ search here")
-    return parser, study
+    return parser, study, task
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -363,13 +422,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit status: 0 on success, 2 for usage errors (argparse style), 1 when a
         benchmark script fails.
     """
-    parser, study_parser = _parser()
+    parser, study_parser, task_parser = _parser()
     try:
         args = parser.parse_args(argv)
         if args.command == "info":
             return _info(args)
         if args.command == "study":
             return _study(args, study_parser)
+        if args.command == "task":
+            return _task(args, task_parser)
         return _bench(args)
     except SystemExit as exc:  # argparse errors, --help, --version
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

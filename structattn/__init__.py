@@ -7,6 +7,7 @@ graph, or the solution of an optimization problem.  The same code runs on numpy 
 """
 
 from . import masks
+from ._version import __version__
 from .attention import (
     FeatureMapAttention,
     NormalizerWarning,
@@ -40,8 +41,6 @@ from .masks import (
     StructureWarning,
     separable_grid,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -93,8 +94,9 @@ def test_wheel_installs_into_fresh_environment(built):
         "assert np.isfinite(err) and err < np.linalg.norm(sa.softmax_attention(q, k, v))\n"
         "print(sa.__version__)\n"
     )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     result = subprocess.run([str(python), "-c", smoke], cwd=tmp, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     import structattn
 

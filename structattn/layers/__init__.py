@@ -6,7 +6,8 @@
   :func:`structattn.estimators.lara`;
 * :class:`GAU` — gated attention unit, quadratic ``relu²`` attention;
 * :class:`FLASH` — GAU with mixed-chunk attention (linear in the length);
-* :class:`ContextPool` — adaptive Gaussian context pooling with banded truncation.
+* :class:`ContextPool` — adaptive Gaussian context pooling with banded truncation;
+* :class:`SlotAttention` — Slot Attention on :func:`structattn.objects.inverted_attention`.
 
 Every layer exposes the dense operator it applies (``dense_operator(x)``, also named
 ``attention_matrix`` / ``pooling_matrix``) so tests can compare its output with the
@@ -26,6 +27,7 @@ from .flash import FLASH
 from .gau import GAU
 from .kernel_attention import KernelAttention, MultiHeadProjection
 from .lara import LARAAttention
+from .slot_attention import SlotAttention
 
 __all__ = [
     "FLASH",
@@ -34,6 +36,7 @@ __all__ = [
     "KernelAttention",
     "LARAAttention",
     "MultiHeadProjection",
+    "SlotAttention",
     "gaussian_pooling",
     "gaussian_pooling_matrix",
 ]

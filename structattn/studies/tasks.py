@@ -54,7 +54,11 @@ __all__ = [
 #: Modules imported (lazily) to populate the task registry.  A module that cannot be
 #: imported because an optional dependency is missing is skipped by
 #: :func:`task_registry`; running one of its tasks then reports the ImportError.
-TASK_MODULES: tuple[str, ...] = ()
+TASK_MODULES: tuple[str, ...] = (
+    "structattn.studies.object_binding",
+    "structattn.studies.de_capacity",
+    "structattn.studies.de_distill",
+)
 
 
 @dataclasses.dataclass
@@ -123,8 +127,11 @@ def _load() -> None:
     for module in TASK_MODULES:
         try:
             importlib.import_module(module)
-        except ImportError:  # an optional dependency (torch, the MiniLM package) is missing
-            continue
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or ""
+            if missing == "structattn" or missing.startswith("structattn."):
+                raise  # a bug in the package, not a missing optional dependency
+            continue  # an optional dependency (torch, scikit-learn, the MiniLM package)
 
 
 def task_registry() -> dict[str, TaskStudy]:

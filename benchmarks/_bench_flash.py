@@ -80,7 +80,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "chunks": args.flash_chunks,
         "methods": args.flash_methods,
         "modes": args.flash_modes or (["causal"] if quick else ["causal", "noncausal"]),
-        "repeats": args.flash_repeats or (1 if quick else 5),
+        "repeats": args.flash_repeats or (3 if quick else 5),
         "budget": args.flash_budget,
         "device": args.flash_device,
         "threads": args.flash_threads,
@@ -165,6 +165,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "fwd_s": t_f["median_s"], "fwd_min_s": min(t_f["times_s"]),
         "fwdbwd_s": t_fb["median_s"], "fwdbwd_min_s": min(t_fb["times_s"]),
         "reps": len(t_fb["times_s"]), "warmup": not big,
+        "fwd_times_s": t_f["times_s"], "fwdbwd_times_s": t_fb["times_s"],
         "peak_mib": peak["peak_extra_bytes"] / H.MiB, "peak_method": peak["method"],
         "cpu_s": H.process_cpu_seconds(),  # the whole worker process, imports included
         "torch_threads": torch.get_num_threads(),

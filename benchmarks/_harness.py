@@ -23,6 +23,19 @@ and the difference reads 0.  Where ``/proc`` is unavailable it falls back to the
 Before that call :func:`strict_malloc` makes glibc return freed memory to the OS
 (fixed mmap threshold, trim): otherwise a buffer freed by an earlier call could be
 reused without raising the RSS and the peak would be under-reported.
+
+Recorded runs
+-------------
+Every benchmark writes one JSON record under ``benchmarks/results/`` with
+:class:`Record` (defined in ``_records.py``, re-exported here: ``H.Record``)::
+
+    rec = H.Record("causal", config={...})      # commit, versions, cores, threads, load before
+    rec.add_measurement({...})                  # every raw timing, with its repeats
+    rec.add_table(key, title, columns, rows, notes=[...])   # a table the docs show
+    rec.write()                                 # load after, under_load, results/causal.json
+
+``benchmarks/make_tables.py`` turns the tables of all records into
+``docs/_generated/<name>__<key>.rst`` (included by the docs pages); see ``_records.py``.
 """
 
 from __future__ import annotations
@@ -40,11 +53,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = [
+    "RESULTS_DIR",
     "ForkServer",
     "MiB",
+    "Record",
     "cpu_busy_seconds",
     "environment_info",
     "format_table",
+    "git_commit",
+    "load_state",
     "measure_peak",
     "nbytes",
     "other_load",
@@ -515,3 +532,7 @@ def _cell(v: Any) -> str:
             return f"{v:.2f}"
         return f"{v:.3g}"
     return str(v)
+
+
+# Record-writing API (its own module; imported last: it uses the helpers above)
+from _records import RESULTS_DIR, Record, git_commit, load_state  # noqa: E402

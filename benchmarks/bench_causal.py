@@ -61,9 +61,22 @@ METHODS: dict[str, tuple[str, bool, bool]] = {
     "sa_torch_e2e_fwdbwd": ("sa torch kernel_attn fwd+bwd", True, True),
     "sdpa_fwd": ("torch SDPA fwd", True, False),
     "sdpa_fwdbwd": ("torch SDPA fwd+bwd", True, True),
-    "performer": ("performer-pytorch", True, False),
+    "performer": ("performer-pytorch kernel fwd", True, False),
+    "performer_fwdbwd": ("performer-pytorch kernel fwd+bwd", True, True),
+    "performer_e2e_fwd": ("performer-pytorch FastAttention fwd", True, False),
+    "performer_e2e_fwdbwd": ("performer-pytorch FastAttention fwd+bwd", True, True),
 }
+# level and pass of every method: the tables compare like with like
+LEVEL = {"dense_numpy": "e2e", "sa_numba_kernel": "kernel", "sa_numba_e2e": "e2e",
+         "sa_torch_kernel_fwd": "kernel", "sa_torch_kernel_fwdbwd": "kernel",
+         "sa_torch_e2e_fwd": "e2e", "sa_torch_e2e_fwdbwd": "e2e", "sdpa_fwd": "e2e",
+         "sdpa_fwdbwd": "e2e", "performer": "kernel", "performer_fwdbwd": "kernel",
+         "performer_e2e_fwd": "e2e", "performer_e2e_fwdbwd": "e2e"}
 NUMBA_METHODS = ("sa_numba_kernel", "sa_numba_e2e")
+# slow baselines that --quick runs once (one call timed and memory-measured
+# at once, no warm-up at that size): keeps the --quick run within minutes
+QUICK_SINGLE_SHOT = ("dense_numpy", "performer", "performer_fwdbwd", "performer_e2e_fwd",
+                     "performer_e2e_fwdbwd")
 
 
 # =========================================================================== worker
@@ -95,6 +108,21 @@ def dense_softmax_numpy(q, k, v, causal: bool, block: int = 512):
         out[h] = (S @ vf[h]) / den
         del S
     return out.reshape(*batch, L, dv)
+
+
+def performer_fast_attention(causal: bool, dim_heads: int = D, seed: int = SEED):
+    """performer-pytorch's end-to-end FAVOR+ layer: ``FastAttention(dim_heads, nb_features=M,
+    causal=...)`` (softmax kernel, its own orthogonal random features drawn with
+    ``torch.manual_seed(seed)``); called as ``attn(q, k, v)`` on ``(b, h, L, d)``."""
+    import contextlib
+    import io
+
+    import torch
+    from performer_pytorch import FastAttention
+
+    torch.manual_seed(seed)
+    with contextlib.redirect_stdout(io.StringIO()):  # "unable to import cuda code" notice
+        return FastAttention(dim_heads=dim_heads, nb_features=M, causal=causal)
 
 
 class _Case:
@@ -234,7 +262,7 @@ def _make_case(method: str, causal: bool, q, k, v) -> tuple[_Case, Any]:
         return (_Case(call, reset, io + H.nbytes(v), note),
                 lambda: {"attn": state["out"].numpy()})
 
-    if method == "performer":
+    if method in ("performer", "performer_fwdbwd"):
         from performer_pytorch.performer_pytorch import (
             causal_linear_attention_noncuda,
             linear_attention,
@@ -245,6 +273,14 @@ def _make_case(method: str, causal: bool, q, k, v) -> tuple[_Case, Any]:
         fn = causal_linear_attention_noncuda if causal else linear_attention
         call, reset, io = runner(fn, inputs, v.shape)
         return (_Case(call, reset, io + H.nbytes(v), "A,B,V,out"),
+                lambda: {"attn": state["out"].numpy()})
+
+    if method.startswith("performer_e2e"):
+        attn = performer_fast_attention(causal)
+        inputs = leaves(q, k, v)
+        call, reset, io = runner(attn, inputs, v.shape)
+        note = "q,k,v,out" + (",G,dq,dk,dv" if fwdbwd else "")
+        return (_Case(call, reset, io + H.nbytes(v), note),
                 lambda: {"attn": state["out"].numpy()})
 
     raise ValueError(f"unknown method {method!r}")
@@ -266,8 +302,14 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec.get("single_shot"):
         # Slow baseline: one call, timed and memory-measured at once (its big buffers are
-        # mmap'd whatever the malloc settings).  Warm up BLAS threads on a small problem.
+        # mmap'd whatever the malloc settings).  Warm up BLAS / torch threads on a small
+        # problem.
         dense_softmax_numpy(q[..., :256, :], k[..., :256, :], v[..., :256, :], causal)
+        if METHODS[method][1]:
+            small, _ = _make_case(method, causal, q[..., :256, :], k[..., :256, :],
+                                  v[..., :256, :])
+            small.call()
+            small.reset()
         H.strict_malloc()
         mem = H.measure_peak(case.call)
         res.update(first_call_s=None, times_s=[mem["time_s"]], median_s=mem["time_s"])
@@ -410,9 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write all measurements as JSON to this path")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed repeats per configuration (default 5; 1 with --quick)")
-    p.add_argument("--budget", type=float, default=20.0,
+    p.add_argument("--budget", type=float, default=None,
                    help="stop repeating once a configuration's timed calls exceed this many "
-                        "seconds (default 20; at least one timed call always runs)")
+                        "seconds (default 20, --quick 5; at least one timed call always runs)")
     p.add_argument("--lengths", type=int, nargs="+", default=None,
                    help="sequence lengths (default 1024 4096 16384; quick: 1024 4096)")
     p.add_argument("--modes", nargs="+", default=["causal", "noncausal"],
@@ -426,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="start every configuration as a new interpreter instead of forking "
                         "it from a zygote that has imported the libraries (slower: ~1.5 s "
                         "of imports per configuration; same isolation otherwise)")
+    p.add_argument("--record", default=None,
+                   help="write the JSON record here (default benchmarks/results/causal.json)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--zygote", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -437,14 +481,21 @@ def main(argv: list[str] | None = None) -> int:
         H.zygote_serve(worker, _preload)
         return 0
 
+    if args.budget is None:
+        args.budget = 5.0 if args.quick else 20.0
     script = os.path.abspath(__file__)
     lengths = args.lengths or ([1024, 4096] if args.quick else [1024, 4096, 16384])
-    repeats = args.repeats or (1 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 5)
     methods = list(args.methods)
     perf_ok, perf_err = _performer_available()
     if not perf_ok and "performer" in methods:
         methods.remove("performer")
 
+    rec = H.Record("causal", config={
+        "quick": args.quick, "lengths": lengths, "repeats": repeats, "budget_s": args.budget,
+        "modes": args.modes, "methods": methods, "batch": BATCH, "heads": HEADS, "d": D,
+        "m": M, "seed": SEED, "dtype": "float32", "spawn": args.spawn,
+        "omp_wait_policy": args.omp_wait_policy})
     t_start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="bench_causal_")
     save_dir = os.path.join(tmp.name, "outputs")
@@ -505,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                         "budget_s": args.budget, "save_dir": save_dir}
                 if method == "dense_numpy" and L >= 16384:
                     spec["single_shot"] = True  # tens of seconds: run once
+                if args.quick and method in QUICK_SINGLE_SHOT:
+                    spec["single_shot"] = True  # seconds per call under --quick: run once
                 b0, t0 = H.cpu_busy_seconds(), time.perf_counter()
                 r = run(spec)
                 b1, wall = H.cpu_busy_seconds(), time.perf_counter() - t0
@@ -527,6 +580,13 @@ def main(argv: list[str] | None = None) -> int:
     if server is not None:
         server.close()
     _report(results, checks, args, lengths, perf_ok, compile_info)
+    errors = minilm_errors(args.modes, perf_ok)
+    for r in results:
+        rec.add_measurement(r)
+    rec.data["checks"], rec.data["compile"], rec.data["minilm_errors"] = (
+        checks, compile_info, errors)
+    _record_tables(rec, results, args, lengths, errors)
+    rec.write(args.record)
     if args.out:
         payload = {"environment": info, "args": vars(args), "lengths": lengths,
                    "repeats": repeats, "compile": compile_info, "results": results,
@@ -538,6 +598,102 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total wall time {time.perf_counter() - t_start:.0f} s")
     tmp.cleanup()
     return 0
+
+
+def minilm_errors(modes, perf_ok: bool) -> dict[str, dict[str, float]]:
+    """Output error of the FAVOR+ approximations (m = 64) on real MiniLM attention, L = 512:
+    structattn's ``kernel_attention`` with ``PositiveRandomFeatures(32, 64, seed=0)`` and
+    performer-pytorch's ``FastAttention(32, nb_features=64)``; and the uniform baseline."""
+    import numpy as np
+    import torch
+    from _accuracy import MINILM_L, exact_attention, minilm_inputs, rel_error, uniform_attention
+
+    from structattn import PositiveRandomFeatures, kernel_attention
+
+    try:
+        q, k, v = minilm_inputs(MINILM_L)
+    except (AssertionError, ImportError) as e:
+        print(f"MiniLM errors not measured: {e}")
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for mode in modes:
+        causal = mode == "causal"
+        ref = exact_attention(q, k, v, causal)
+        fm = PositiveRandomFeatures(q.shape[-1], M, seed=SEED)
+        e = {"uniform": rel_error(uniform_attention(v, causal), ref),
+             "sa": rel_error(kernel_attention(q, k, v, fm, causal=causal), ref)}
+        if perf_ok:
+            attn = performer_fast_attention(causal, dim_heads=q.shape[-1])
+            with torch.no_grad():
+                o = attn(*(torch.from_numpy(x.astype(np.float32)) for x in (q, k, v)))
+            e["performer"] = rel_error(o, ref)
+        out[mode] = e
+    return out
+
+
+def _error_of(method: str, errors: dict[str, float]) -> Any:
+    if method in ("dense_numpy",) or method.startswith("sdpa"):
+        return "exact"
+    if method.startswith("performer"):
+        return errors.get("performer")
+    return errors.get("sa")
+
+
+def _record_tables(rec, results, args, lengths, errors) -> None:
+    """Four tables per mode: kernel / end to end x fwd / fwd+bwd, each with its baselines."""
+    from _accuracy import MINILM_L, error_note
+
+    groups = [
+        ("kernel_fwd", "kernel", False, "performer", None,
+         "kernel level (features given), forward"),
+        ("kernel_fwdbwd", "kernel", True, "performer_fwdbwd", None,
+         "kernel level (features given), forward + backward"),
+        ("e2e_fwd", "e2e", False, "performer_e2e_fwd", "sdpa_fwd",
+         "end to end (q, k, v in, attention out), forward"),
+        ("e2e_fwdbwd", "e2e", True, "performer_e2e_fwdbwd", "sdpa_fwdbwd",
+         "end to end (q, k, v in, attention out), forward + backward"),
+    ]
+    for mode in args.modes:
+        err = errors.get(mode, {})
+        title_mode = "Causal" if mode == "causal" else "Non-causal"
+        for key, level, fb, perf_key, sdpa_key, what in groups:
+            cols = ["L", "method", ("fwd+bwd" if fb else "fwd") + " time (s)",
+                    "x vs performer-pytorch (same level, same pass)"]
+            if sdpa_key:
+                cols.append("x vs torch SDPA (same pass)")
+            cols += ["peak extra (MiB)", "reps", "others (cores)",
+                     f"error on MiniLM (L = {MINILM_L})"]
+            rows = []
+            for L in lengths:
+                perf = _get(results, mode, L, perf_key)
+                sdpa = _get(results, mode, L, sdpa_key) if sdpa_key else None
+                for r in results:
+                    m = r["method"]
+                    if (r["mode"] != mode or r["L"] != L or LEVEL[m] != level
+                            or METHODS[m][2] != fb or "error" in r):
+                        continue
+                    t = r["median_s"]
+                    label = r["label"] + (" (single call)" if r.get("single_shot") else "")
+                    row = [L, label, t, _ratio(perf["median_s"] if perf else None, t)]
+                    if sdpa_key:
+                        row.append(_ratio(sdpa["median_s"] if sdpa else None, t))
+                    row += [r["peak_extra_bytes"] / H.MiB, len(r["times_s"]),
+                            r.get("other_cpu_cores"), _error_of(m, err)]
+                    rows.append(row)
+            notes = [
+                "Batch x heads = 1 x 8, d = d_v = 64, m = 64 random features, float32, "
+                "standard-normal inputs; time = median of the timed repeats after one "
+                "warm-up call, each configuration in a fresh process; ratios = baseline "
+                "time / this time in the same run (> 1: faster than the baseline); peak "
+                "extra = extra resident memory at the peak of one call; others = cores "
+                "other processes used while the row ran (the machine has "
+                f"{os.cpu_count()}). '(single call)': one call, timed and memory-measured "
+                "at once after a warm-up at L = 256 (slow baselines under --quick).",
+                error_note(MINILM_L) + f" Uniform attention (trivial baseline): "
+                f"{err.get('uniform', float('nan')):.3f}.",
+            ]
+            rec.add_table(f"{mode}_{key}", f"{title_mode} attention, {what}", cols, rows,
+                          notes)
 
 
 def _get(results, mode, L, method):

@@ -50,6 +50,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _harness as H
+from _flex import flex_available, flex_sparse
 
 from structattn import softmax_attention
 from structattn.graphs import AttentionGraph, bigbird, hypercube, sparse_attention
@@ -82,7 +83,7 @@ def run_sparse(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
     lengths = [1024, 4096] if args.quick else [1024, 4096, 16384]
-    repeats = 1 if args.quick else args.repeats
+    repeats = 3 if args.quick else args.repeats
     rows: list[dict[str, Any]] = []
     print("\n-- sparse attention on a graph vs dense masked attention (float32, "
           f"batch x heads = 1 x 1, d = d_v = {D})", flush=True)
@@ -97,10 +98,11 @@ def run_sparse(args: argparse.Namespace) -> list[dict[str, Any]]:
             t = _timed(lambda g=g, q=q, k=k, v=v: sparse_attention(
                 q, k, v, g, backend="numba", check_finite=False), repeats)
             row["numba_s"], row["numba_first_s"] = t["median_s"], t["first_call_s"]
+            row["numba_times_s"] = t["times_s"]
             loads = [t["other_cores"]]
             t = _timed(lambda g=g, tq=tq, tk=tk, tv=tv: sparse_attention(
                 tq, tk, tv, g, check_finite=False), repeats)
-            row["torch_s"] = t["median_s"]
+            row["torch_s"], row["torch_times_s"] = t["median_s"], t["times_s"]
             loads.append(t["other_cores"])
 
             def fwd_bwd(g=g, qkv=(tq, tk, tv)):
@@ -108,23 +110,33 @@ def run_sparse(args: argparse.Namespace) -> list[dict[str, Any]]:
                 sparse_attention(a, b, c, g, check_finite=False).sum().backward()
 
             t = _timed(fwd_bwd, repeats)
-            row["torch_fwd_bwd_s"] = t["median_s"]
+            row["torch_fwd_bwd_s"], row["torch_fwd_bwd_times_s"] = t["median_s"], t["times_s"]
             loads.append(t["other_cores"])
             A = g.to_dense()
             dense_reps = 1 if N >= 16384 else repeats
             t = _timed(lambda A=A, q=q, k=k, v=v: softmax_attention(
                 q, k, v, mask=A, backend="numpy", check_finite=False), dense_reps)
-            row["dense_s"] = t["median_s"]
+            row["dense_s"], row["dense_times_s"] = t["median_s"], t["times_s"]
             loads.append(t["other_cores"])
             tA = torch.from_numpy(A)
             with torch.no_grad():
                 t = _timed(lambda tA=tA, tq=tq, tk=tk, tv=tv:
                            torch.nn.functional.scaled_dot_product_attention(
                                tq, tk, tv, attn_mask=tA), dense_reps)
-                row["sdpa_s"] = t["median_s"]
+                row["sdpa_s"], row["sdpa_times_s"] = t["median_s"], t["times_s"]
                 loads.append(t["other_cores"])
                 ref = torch.nn.functional.scaled_dot_product_attention(
                     tq, tk, tv, attn_mask=tA).numpy()
+            if args.flex_ok:
+                fn, finfo = flex_sparse(A)
+                tq4, tk4, tv4 = (x[None] for x in (tq, tk, tv))
+                t = _timed(lambda fn=fn, a=(tq4, tk4, tv4): fn(*a), repeats)
+                row.update(flex_s=t["median_s"], flex_first_s=t["first_call_s"],
+                           flex_times_s=t["times_s"], **finfo)
+                loads.append(t["other_cores"])
+                fo = fn(tq4, tk4, tv4)[0].numpy()
+                row["flex_max_rel_diff_vs_sdpa"] = float(np.abs(fo - ref).max()
+                                                         / np.abs(ref).max())
             got = sparse_attention(q, k, v, g, backend="numba")
             row["max_rel_diff_vs_sdpa"] = float(np.abs(got - ref).max() / np.abs(ref).max())
             known = [x for x in loads if x is not None]
@@ -145,6 +157,78 @@ def run_sparse(args: argparse.Namespace) -> list[dict[str, Any]]:
     print("   ratios: baseline median / sparse median, same run; others (cores): the largest "
           "CPU load of other processes over the row's measurements")
     return rows
+
+
+def _r(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _table_sparse(rec, rows: list[dict[str, Any]]) -> None:
+    table = [[r["N"], r["pattern"], r["nnz"], r["mean_degree"], r["numba_s"], r["torch_s"],
+              r.get("flex_s"), r["sdpa_s"], r["dense_s"], _r(r.get("flex_s"), r["numba_s"]),
+              _r(r["sdpa_s"], r["numba_s"]), _r(r["sdpa_s"], r["torch_s"]),
+              r["torch_fwd_bwd_s"], r.get("block_sparsity"), r["other_cores"]]
+             for r in rows]
+    rec.add_table(
+        "sparse", "Sparse attention on a graph vs SDPA and block-sparse flex_attention, "
+        "forward", ["N", "pattern", "nnz", "mean degree", "sa numba fwd (s)",
+                    "sa torch fwd (s)", "flex_attention compiled fwd (s)",
+                    "SDPA + dense bool mask fwd (s)", "numpy dense masked fwd (s)",
+                    "x vs flex (numba)", "x vs SDPA (numba)", "x vs SDPA (torch)",
+                    "sa torch fwd+bwd (s)", "flex blocks skipped", "others (cores)"], table,
+        ["Batch x heads = 1 x 1, d = d_v = 64, float32, standard-normal inputs; median of "
+         "the repeats after one warm-up call (numba compile and flex_attention's "
+         "torch.compile excluded: see the record's flex_first_s), in-process. SDPA "
+         "receives the dense L x L boolean mask (its math path); flex_attention "
+         "(torch.compile, inductor C++ on the CPU) skips the 128 x 128 blocks with no "
+         "edge ('flex blocks skipped' = fraction of such blocks) and reads the mask "
+         "inside the others. Ratios: baseline time / structattn time (> 1: structattn "
+         "faster), forward vs forward."])
+
+
+def _table_kernels(rec, rows: list[dict[str, Any]]) -> None:
+    tree = [r for r in rows if r.get("part") == "tree"]
+    table = []
+    for r in tree:
+        with_build = (None if r["dense_s"] is None or r["dense_build_s"] is None
+                      else r["dense_s"] + r["dense_build_s"])
+        mwith = (None if r["dense_masked_s"] is None or r["dense_build_s"] is None
+                 else r["dense_masked_s"] + r["dense_build_s"])
+        table.append([r["L"], r["height"], r["dp_s"], r["dp_ns_per_entry"], r["dp_torch_s"],
+                      r["dense_s"], _r(r["dense_s"], r["dp_s"]),
+                      r["dense_build_s"], _r(with_build, r["dp_s"]), r["dp_masked_s"],
+                      r["dense_masked_s"], _r(r["dense_masked_s"], r["dp_masked_s"]),
+                      _r(mwith, r["dp_masked_s"]), r["max_rel_diff"], r["others_cores"]])
+    rec.add_table(
+        "tree", "Tree-distance mask (r = 0.9): sibling-sum DP vs dense mask",
+        ["L", "tree height", "DP M @ X (s)", "DP ns / (L·F)", "torch DP, 1 thread (s)",
+         "dense M @ X (s)", "x vs dense (mask prebuilt)",
+         "dense mask build (s)", "x vs dense (incl. mask build)", "DP masked product (s)",
+         "dense masked product (s)", "x vs dense masked (prebuilt)",
+         "x vs dense masked (incl. build)", "rel diff", "others (cores)"], table,
+        ["Random recursive tree, float64, X: L x 64 (masked product: m = 16, d_v + 1 = 17 "
+         "columns), numba DP; dense: BLAS with the L x L mask, only where it fits. "
+         "'prebuilt' leaves out the all-pairs tree distances the dense mask needs; "
+         "'incl. build' charges them once to the product (one product per mask). "
+         "L = 10⁶: DP M @ X only."])
+    expo = next((r for r in rows if r.get("part") == "tree_exponents"), {})
+    pairs = [(1_000, 10_000), (10_000, 100_000), (100_000, 1_000_000)]
+    erows = []
+    for key, label in (("dp", "DP M @ X"), ("dp_min", "DP M @ X, fastest repeat"),
+                       ("dp_torch", "torch DP, 1 thread"), ("dp_masked", "DP masked product")):
+        erows.append([label] + [expo.get(f"{key}_{lo}_{hi}") for lo, hi in pairs])
+    rec.add_table(
+        "tree_growth", "Tree-distance DP: growth exponents log(t(10L)/t(L)) / log 10",
+        ["product", "10³ → 10⁴", "10⁴ → 10⁵", "10⁵ → 10⁶"], erows,
+        ["From the times of the table above (1 = linear; the issue's target is ≤ 1.1)."])
+    walks = [r for r in rows if r.get("part") == "random_walk"]
+    rec.add_table(
+        "walks", "Random-walk (GRF) mask on a 100 x 100 grid, L = 10⁴",
+        ["num_walks", "sample (s)", "nnz(Ψ)+nnz(Ψ')", "matmat (s)", "others (cores)"],
+        [[r["num_walks"], r["sample_s"], r["nnz"], r["matmat_s"], r["others_cores"]]
+         for r in walks],
+        ["Halting probability 0.5, modulation (1, 1/2, 1/8, 1/48); product with 64 "
+         "columns; one warm-up call, median of the repeats, in-process."])
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
@@ -171,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     if "kernels" in SECTIONS:  # the kernels section reads args.dense_max (getattr default)
         p.add_argument("--dense-max", type=int, default=10_000,
                        help="kernels section: largest L for the dense baseline")
+    p.add_argument("--no-flex", action="store_true",
+                   help="skip the compiled flex_attention baseline (sparse section)")
+    p.add_argument("--record", default=None,
+                   help="JSON record path (default benchmarks/results/graphs.json)")
     args = p.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -185,9 +273,24 @@ def main(argv: list[str] | None = None) -> int:
         "other processes' CPU load before the run: "
         + ("unknown" if load is None else f"{load:.2f} cores (2 s sample)"),
     ])
+    rec = H.Record("graphs", config={"quick": args.quick, "sections": chosen,
+                                     "repeats": 3 if args.quick else args.repeats,
+                                     "dense_max": getattr(args, "dense_max", None),
+                                     "d": D, "dtype": "float32 (sparse), float64 (kernels)"})
+    args.flex_ok, flex_err = (flex_available() if "sparse" in chosen and not args.no_flex
+                              else (False, "not requested"))
+    rec.data["flex"] = {"available": args.flex_ok, "why_not": flex_err}
+    print(f"   compiled flex_attention: {'yes' if args.flex_ok else 'no: ' + flex_err}")
     results: dict[str, Any] = {"environment": info}
     for name in chosen:
         results[name] = SECTIONS[name](args)
+        for r in results[name]:
+            rec.add_measurement({"section": name, **r})
+    if "sparse" in results:
+        _table_sparse(rec, results["sparse"])
+    if "kernels" in results:
+        _table_kernels(rec, results["kernels"])
+    rec.write(args.record)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=2, default=str)

@@ -92,12 +92,13 @@ def toeplitz_part(lengths: list[int], dense_max: int, repeats: int) -> list[dict
             A, B, V1, backend="numpy", check_finite=False), repeats=reps)
         floor = H.time_calls(lambda B=B, V1=V1: _fft_floor(B, V1), repeats=reps)
         row = {"L": L, "fft_s": fft["median_s"], "floor_s": floor["median_s"],
-               "dense_s": None, "max_rel_diff": None}
+               "dense_s": None, "max_rel_diff": None, "fft_times_s": fft["times_s"],
+               "floor_times_s": floor["times_s"]}
         if L <= dense_max:
             M_dense = Toeplitz.from_log(b, method="dense").to_dense()
             dense = H.time_calls(lambda M_dense=M_dense, A=A, B=B, V1=V1: _dense_masked(
                 M_dense, A, B, V1), repeats=1 if L >= 8192 else reps)
-            row["dense_s"] = dense["median_s"]
+            row["dense_s"], row["dense_times_s"] = dense["median_s"], dense["times_s"]
             ref = _dense_masked(M_dense.astype(np.float64), *(x.astype(np.float64)
                                                                for x in (A, B, V1)))
             got = mask.masked_matmul(A, B, V1, backend="numpy", check_finite=False)
@@ -122,7 +123,7 @@ def ripple_part(sides: list[int], repeats: int, cutoff: int = 8) -> list[dict[st
         for name, mask, be in (("sat", sat, "numba"), ("fft", fftm, "numpy")):
             t = H.time_calls(lambda mask=mask, be=be, A=A, B=B, V1=V1: mask.masked_matmul(
                 A, B, V1, backend=be, check_finite=False), repeats=repeats)
-            row[f"{name}_s"] = t["median_s"]
+            row[f"{name}_s"], row[f"{name}_times_s"] = t["median_s"], t["times_s"]
         M_dense = sat.to_dense(like=np.empty(0, dtype=DTYPE))
         row["dense_s"] = H.time_calls(lambda M_dense=M_dense, A=A, B=B, V1=V1: _dense_masked(
             M_dense, A, B, V1), repeats=1)["median_s"]
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="largest L for the dense quadratic baseline")
     p.add_argument("--calibrate", action="store_true",
                    help="only measure the dense/FFT crossover of Toeplitz products")
+    p.add_argument("--record", default=None,
+                   help="JSON record path (default benchmarks/results/rpe.json)")
     args = p.parse_args(argv)
     if args.calibrate:
         calibrate()
@@ -189,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lengths = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
         sides, repeats = [64, 128], args.repeats
+    rec = H.Record("rpe", config={"quick": args.quick, "lengths": lengths, "sides": sides,
+                                  "repeats": repeats, "dense_max": args.dense_max,
+                                  "heads": HEADS, "d": D, "m": M, "dtype": "float32"})
     info = H.environment_info()
     H.print_header("bench_rpe: Toeplitz / ripple masked kernel attention", info,
                    [f"batch x heads = 1 x {HEADS}, m = d = d_v = {D}, float32, "
@@ -241,6 +247,24 @@ def main(argv: list[str] | None = None) -> int:
         [[r["grid"], r["L"], r["sat_s"], r["fft_s"], r["dense_s"], r["dense_s"] / r["sat_s"],
           r["fft_s"] / r["sat_s"], r["sat_vs_fft"]] for r in rrows]))
 
+    for part, rows in (("toeplitz", trows), ("ripple", rrows)):
+        for r in rows:
+            rec.add_measurement({"part": part, **r})
+    rec.data["summary"] = summary
+    rec.add_table(
+        "toeplitz", "1-D relative-position (Toeplitz) masked product: FFT vs dense",
+        ["L", "FFT (s)", "FFT floor (s)", "FFT / floor", "dense (s)", "x vs dense",
+         "rel diff vs float64"], table,
+        [f"Batch x heads = 1 x {HEADS}, m = d = d_v = {D}, float32, F = m (d_v + 1) columns; "
+         "median of the repeats after one warm-up call, in-process; floor = the FFTs "
+         "alone. Dense: the L x L masked product (BLAS)."])
+    rec.add_table(
+        "ripple", "Ripple mask (cutoff 8): summed-area table vs 2-D FFT vs dense",
+        ["grid", "L", "SAT (s)", "FFT (s)", "dense (s)", "x vs dense (SAT)", "x vs FFT (SAT)"],
+        [[r["grid"], r["L"], r["sat_s"], r["fft_s"], r["dense_s"], r["dense_s"] / r["sat_s"],
+          r["fft_s"] / r["sat_s"]] for r in rrows],
+        ["Median of the repeats after one warm-up call, in-process."])
+    rec.write(args.record)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"environment": info, "toeplitz": trows, "ripple": rrows,

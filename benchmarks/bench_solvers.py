@@ -108,7 +108,8 @@ def consistent_part(
                 maps, _ = _cvxpy_solve(*thetas, 2)
                 A = _pool_matrix(n, 2)
                 feas = float(np.abs(A @ maps[0].ravel() - maps[1].ravel()).max())
-                row.update(time_s=t["median_s"], n_iter=None, feasibility=feas,
+                row.update(time_s=t["median_s"], times_s=t["times_s"], n_iter=None,
+                           feasibility=feas,
                            gap=f_ref - _objective(thetas, maps),
                            max_diff=float(max(np.abs(a - b).max()
                                               for a, b in zip(maps, ref.maps, strict=True))),
@@ -127,7 +128,8 @@ def consistent_part(
             t = H.time_calls(solve, repeats=1 if method != "closed_form" else repeats,
                              warmup=method == "closed_form")
             r = solve()
-            row.update(time_s=t["median_s"], n_iter=r.n_iter, feasibility=r.feasibility,
+            row.update(time_s=t["median_s"], times_s=t["times_s"], n_iter=r.n_iter,
+                       feasibility=r.feasibility,
                        gap=r.gap, converged=r.converged,
                        max_diff=float(max(np.abs(a - b).max()
                                           for a, b in zip(r.maps, ref.maps, strict=True))))
@@ -159,16 +161,20 @@ def simplex_part(shape: tuple[int, int], repeats: int) -> list[dict[str, Any]]:
                 return a.grad
             return run
 
+        raw: dict[str, Any] = {}
+
+        def timed(key, fn, raw=raw):
+            raw[key] = H.time_calls(fn, repeats=repeats)
+            return raw[key]["median_s"]
+
         with torch.no_grad():
-            t_np = H.time_calls(lambda f=ours[name]: f(x), repeats=repeats)["median_s"]
-            t_t = H.time_calls(lambda f=ours[name]: f(xt), repeats=repeats)["median_s"]
+            t_np = timed("numpy_fwd", lambda f=ours[name]: f(x))
+            t_t = timed("torch_fwd", lambda f=ours[name]: f(xt))
             t_ref = None
             if theirs:
-                ref_fn = theirs[name]
-                t_ref = H.time_calls(lambda f=ref_fn: f(xt), repeats=repeats)["median_s"]
-        b_t = H.time_calls(fwdbwd(ours[name]), repeats=repeats)["median_s"]
-        b_ref = (H.time_calls(fwdbwd(theirs[name]), repeats=repeats)["median_s"]
-                 if theirs else None)
+                t_ref = timed("entmax_fwd", lambda f=theirs[name]: f(xt))
+        b_t = timed("torch_fwdbwd", fwdbwd(ours[name]))
+        b_ref = timed("entmax_fwdbwd", fwdbwd(theirs[name])) if theirs else None
         diff = fdiff = None
         if theirs:
             with torch.no_grad():
@@ -176,7 +182,7 @@ def simplex_part(shape: tuple[int, int], repeats: int) -> list[dict[str, Any]]:
             fdiff = float((fwdbwd(ours[name])() - fwdbwd(theirs[name])()).abs().max())
         rows.append({"map": name, "numpy_fwd_s": t_np, "torch_fwd_s": t_t,
                      "entmax_fwd_s": t_ref, "torch_fwdbwd_s": b_t, "entmax_fwdbwd_s": b_ref,
-                     "max_abs_diff": diff, "grad_max_abs_diff": fdiff})
+                     "max_abs_diff": diff, "grad_max_abs_diff": fdiff, "timings": raw})
     return rows
 
 
@@ -190,7 +196,8 @@ def vars_part(lengths: list[int], repeats: int, m: int = 64) -> list[dict[str, A
         for steps in (1, 4):
             t = H.time_calls(lambda steps=steps, q=q, k=k, v=v: vars_attention(
                 q, k, v, features="random", num_features=m, seed=0, n_steps=steps), repeats=repeats)
-            rows.append({"L": L, "n_steps": steps, "m": m, "time_s": t["median_s"]})
+            rows.append({"L": L, "n_steps": steps, "m": m, "time_s": t["median_s"],
+                         "times_s": t["times_s"]})
     return rows
 
 
@@ -202,6 +209,48 @@ def _exponent(rows: list[dict[str, Any]], steps: int, last_two: bool = False) ->
     return math.log(t1 / t0) / math.log(l1 / l0)
 
 
+def _record_tables(rec, crows, srows, vrows, shape) -> None:
+    def ratio(a, b):
+        return None if a is None or b is None or b == 0 else a / b
+
+    base = {(r["grid"], r["method"]): r.get("time_s") for r in crows}
+    rows = []
+    for r in crows:
+        if r.get("time_s") is None:
+            continue
+        t = r["time_s"]
+        rows.append([r["grid"], r["method"], t, ratio(t, base.get((r["grid"], "newton"))),
+                     ratio(t, base.get((r["grid"], "closed_form"))), len(r["times_s"]),
+                     r.get("n_iter"), r.get("feasibility"), r.get("max_diff")])
+    rec.add_table(
+        "consistent", "Consistent two-layer attention (pool 2, float64)",
+        ["grid", "method", "time (s)", "time / Newton time", "time / closed-form time",
+         "reps", "iterations", "feasibility", "max |p - p_closed form|"], rows,
+        ["Standard-normal scores, in-process timing (median of the repeats; the iterative "
+         "solvers run once). Newton (damped, Woodbury solves) is the strongest iterative "
+         "solver; dual gradient descent (tol 1e-6) the slowest; cvxpy (Clarabel) only on "
+         "the small grid."])
+    rows = [[r["map"], r["numpy_fwd_s"], r["torch_fwd_s"], r["entmax_fwd_s"],
+             ratio(r["entmax_fwd_s"], r["torch_fwd_s"]), r["torch_fwdbwd_s"],
+             r["entmax_fwdbwd_s"], ratio(r["entmax_fwdbwd_s"], r["torch_fwdbwd_s"]),
+             r["max_abs_diff"]] for r in srows]
+    rec.add_table(
+        "simplex", f"Sparsemax / 1.5-entmax on {shape[0]} x {shape[1]} float32 rows",
+        ["map", "structattn numpy fwd (s)", "structattn torch fwd (s)",
+         "entmax package fwd (s)", "x vs entmax (torch fwd)", "structattn torch fwd+bwd (s)",
+         "entmax package fwd+bwd (s)", "x vs entmax (fwd+bwd)", "max |diff|"], rows,
+        ["The peer is the entmax package (entmax.sparsemax, entmax.entmax15) on the same "
+         "torch tensors; ratios compare torch with torch, forward with forward and "
+         "forward + backward with forward + backward (> 1: structattn faster)."])
+    rows = [[r["L"], r["n_steps"], r["time_s"], 1e6 * r["time_s"] / r["L"], len(r["times_s"])]
+            for r in vrows]
+    rec.add_table(
+        "vars", "VARS (random features, m = 64) on (1, 4, L, 64) float32",
+        ["L", "n_steps", "time (s)", "time / L (µs)", "reps"], rows,
+        ["vars_attention(features='random', num_features=64, lam=0); median of the "
+         "repeats after one warm-up call, in-process."])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat (< 60 s)")
@@ -209,18 +258,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--cvxpy-max", type=int, default=256,
                    help="largest grid side solved with cvxpy (default 256)")
+    p.add_argument("--record", default=None,
+                   help="JSON record path (default benchmarks/results/solvers.json)")
     args = p.parse_args(argv)
+    cvxpy_max = args.cvxpy_max
     if args.quick:
-        sizes, shape, lengths, repeats, dual_iter = [64], (1024, 1024), [256, 1024, 4096], 1, 2000
+        sizes, shape, lengths, repeats, dual_iter = [64, 256], (4096, 1024), [1024, 4096,
+                                                                               16384], 3, 5000
+        cvxpy_max = min(cvxpy_max, 64)
     else:
         sizes, shape, lengths = [64, 256], (4096, 1024), [1024, 4096, 16384, 65536]
         repeats, dual_iter = args.repeats, 5000
+    rec = H.Record("solvers", config={"quick": args.quick, "sizes": sizes, "shape": shape,
+                                      "lengths": lengths, "repeats": repeats,
+                                      "dual_iter": dual_iter, "cvxpy_max": cvxpy_max})
     info = H.environment_info()
     H.print_header("bench_solvers: consistent attention, simplex maps, VARS", info)
 
     print(f"\n-- (a) consistent two-layer attention (pool 2, float64), grids {sizes}",
           flush=True)
-    crows = consistent_part(sizes, repeats, dual_iter, args.cvxpy_max)
+    crows = consistent_part(sizes, repeats, dual_iter, cvxpy_max)
     print(H.format_table(
         ["grid", "method", "time (s)", "iters", "feasibility", "gap", "max |p - p_cf|",
          "note"],
@@ -255,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   growth exponent {lengths[0]} -> {lengths[-1]} (n_steps={s}): {e:.3f}; "
               f"{lengths[-2]} -> {lengths[-1]}: {e2:.3f} (1 = linear)")
 
+    for part, rows in (("consistent", crows), ("simplex", srows), ("vars", vrows)):
+        for r in rows:
+            rec.add_measurement({"part": part, **r})
+    rec.data["summary"] = summary
+    _record_tables(rec, crows, srows, vrows, shape)
+    rec.write(args.record)
     if args.out:
         with open(args.out, "w") as fh:
             json.dump({"environment": info, "consistent": crows, "simplex": srows,

@@ -39,7 +39,7 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "**.ipynb_checkpoints"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "_generated"]
 root_doc = "index"
 source_suffix = {".rst": "restructuredtext"}
 default_role = "code"  # `x` renders as inline code instead of a dangling reference

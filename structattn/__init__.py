@@ -6,7 +6,8 @@ graph, or the solution of an optimization problem.  The same code runs on numpy 
 (with numba kernels for hot loops) and torch tensors (CPU or CUDA, with autograd).
 """
 
-from . import masks
+from . import decoding, masks
+from ._debug import debug
 from ._version import __version__
 from .attention import (
     FeatureMapAttention,
@@ -66,6 +67,8 @@ __all__ = [
     "TrigonometricRandomFeatures",
     "__version__",
     "attention_matrix",
+    "debug",
+    "decoding",
     "gaussian_projection",
     "kernel_attention",
     "masks",

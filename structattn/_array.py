@@ -142,12 +142,14 @@ def validate_same_kind(arrays: Mapping[str, Any]) -> None:
 
 
 def validate_attention_inputs(
-    q: Any, k: Any, v: Any, *, check_finite: bool = True
+    q: Any, k: Any, v: Any, *, check_finite: bool = True, values: bool = True
 ) -> tuple[tuple[int, ...], int, int, int, int]:
     """Validate ``q (..., L_q, d)``, ``k (..., L_k, d)``, ``v (..., L_k, d_v)``.
 
     Leading (batch, head) dimensions must be identical for the three inputs: structattn
-    does not broadcast attention inputs silently.
+    does not broadcast attention inputs silently.  ``d = 0`` and ``d_v = 0`` are refused
+    with a ``ValueError`` (``values=False``: ``v`` is a stand-in, ``d_v`` not checked);
+    ``L_q = 0`` and ``L_k = 0`` are valid (see ``docs/reliability.rst``).
 
     Returns
     -------
@@ -166,6 +168,14 @@ def validate_attention_inputs(
             f"k and v must have the same length L_k; got k.shape={tuple(k.shape)} "
             f"and v.shape={tuple(v.shape)}"
         )
+    if q.shape[-1] == 0:
+        raise ValueError(
+            f"q and k must have a feature size d >= 1, got q.shape={tuple(q.shape)}"
+        )
+    if values and v.shape[-1] == 0:
+        raise ValueError(
+            f"v must have a value size d_v >= 1, got v.shape={tuple(v.shape)}"
+        )
     batch = tuple(q.shape[:-2])
     for name, a in (("k", k), ("v", v)):
         if tuple(a.shape[:-2]) != batch:
@@ -173,7 +183,33 @@ def validate_attention_inputs(
                 f"{name} must have the same leading (batch, head) dimensions as q, "
                 f"{batch}; got {tuple(a.shape[:-2])} (shape {tuple(a.shape)})"
             )
+    if check_finite:
+        _check_score_range(q, k)
     return batch, int(q.shape[-2]), int(k.shape[-2]), int(q.shape[-1]), int(v.shape[-1])
+
+
+def _check_score_range(q: Any, k: Any) -> None:
+    """Refuse ``q, k`` whose scores or squared norms would overflow their dtype.
+
+    ``|q·k| <= d·max|q|·max|k|`` and ``|x|² <= d·max|x|²``: beyond a sixteenth of the
+    largest float every method (exact, kernelized, sampled) computes ``inf - inf``.
+    One reduction per input; runs with the NaN/Inf scan.
+    """
+    if q.size == 0 if is_numpy(q) else q.numel() == 0:
+        return
+    if is_torch(q):  # a check, not part of the graph (float() of a grad tensor warns)
+        q, k = q.detach(), k.detach()
+    xp = namespace(q, k)
+    d = int(q.shape[-1])
+    big = max(float(xp.max(xp.abs(q))), float(xp.max(xp.abs(k)))) if k.shape[-2] else float(
+        xp.max(xp.abs(q)))
+    limit = float(np.finfo(np.dtype(dtype_name(q))).max) / 16
+    if big * big * d >= limit:
+        raise ValueError(
+            f"attention scores may overflow {dtype_name(q)}: q and k are outside its range, "
+            f"d·max(|q|, |k|)² = {big * big * d:.3g} >= {limit:.3g}; rescale the inputs "
+            "(e.g. layer-normalize them) or use float64"
+        )
 
 
 def as_like(param: Any, like: Any) -> Any:

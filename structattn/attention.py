@@ -21,7 +21,6 @@ additive biases; wrap it in :class:`~structattn.masks.Dense` to multiply, or pas
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +36,19 @@ from ._array import (
     validate_attention_inputs,
     validate_float_array,
 )
+from ._debug import resolve_check_finite
+from ._inputs import prepare_attention_inputs
+from ._validate import (
+    check_finite_output,
+    check_mask_batch,
+    check_scale,
+    empty_attention,
+    tiny,
+)
 from .backends import resolve_backend
 from .features import FeatureMap
 from .masks import Causal, Dense, Full, Mask
+from .masks.causal import BottomRightCausal
 
 __all__ = [
     "FeatureMapAttention",
@@ -77,44 +86,81 @@ def _resolve_mask(mask: Any, causal: bool, L_q: int, L_k: int) -> Mask | None:
             f"mask has shape {mask.shape} but the attention is L_q x L_k = {L_q} x {L_k}; "
             f"build the mask for these lengths"
         )
-    if causal:
-        if L_q != L_k:
-            raise ValueError(
-                f"causal=True needs L_q == L_k (top-left aligned square mask), got "
-                f"L_q={L_q} and L_k={L_k}; pass an explicit mask instead"
-            )
-        mask = Causal(L_q) if mask is None else mask.hadamard(Causal(L_q))
-    if mask is not None and not mask.nonnegative:
+    memo = _memo_key(mask, causal)
+    cache = mask._state_cache() if memo is not None else {}
+    if memo in cache:
+        resolved = cache[memo]
+    else:
+        if causal:
+            # L_q == L_k: the usual square mask; otherwise bottom-right aligned (the
+            # queries are the last L_q positions), as in decoding with a KV cache
+            causal_mask = Causal(L_q) if L_q == L_k else BottomRightCausal(L_q, L_k)
+            mask = causal_mask if mask is None else mask.hadamard(causal_mask)
+        resolved = None if mask is None else mask._normalized()
+        if memo is not None:
+            cache[memo] = resolved
+    if resolved is not None and not _mask_flags(resolved)[0]:
         warnings.warn(
-            f"the mask ({type(mask).__name__}) has negative entries: attention weights "
+            f"the mask ({type(resolved).__name__}) has negative entries: attention weights "
             "are then not a convex combination and normalizers can vanish; use a "
             "positive parameterization such as Toeplitz.from_log",
             NormalizerWarning,
             stacklevel=3,
         )
-    return None if mask is None else mask._normalized()
+    return resolved
+
+
+def _memo_key(mask: Any, causal: bool) -> tuple[str, bool] | None:
+    """Key under which a mask with numpy parameters keeps its resolved form.
+
+    Masks are immutable, so the combination with the causal mask and the normalization
+    are computed once per mask (and their device copies cached on the resolved mask);
+    masks holding torch tensors (trainable coefficients) are resolved on every call.
+    """
+    if not isinstance(mask, Mask) or not hasattr(mask, "_state_cache"):
+        return None
+    if any(is_torch(p) for p in mask._parameters()):
+        return None
+    return ("resolved", bool(causal))
+
+
+def _mask_flags(mask: Mask) -> tuple[bool, bool]:
+    """``(nonnegative, causal keys)`` of a resolved mask, computed once for numpy masks.
+
+    The properties inspect the mask's parameters on the host; caching them keeps a
+    repeated (or ``torch.compile``-traced) call free of numpy work.
+    """
+    cache = mask._state_cache() if _memo_key(mask, False) is not None else None
+    if cache is not None and "flags" in cache:
+        return cache["flags"]
+    flags = (bool(mask.nonnegative),
+             bool(mask.lower_triangular) or isinstance(mask, BottomRightCausal))
+    if cache is not None:
+        cache["flags"] = flags
+    return flags
 
 
 def _is_causal(mask: Mask | None) -> bool:
-    """True when the mask is lower triangular (then keys use causal stabilizers)."""
-    return mask is not None and bool(mask.lower_triangular)
+    """True when no row depends on later keys (then keys use causal stabilizers)."""
+    return mask is not None and _mask_flags(mask)[1]
 
 
 def _check_scale(scale: Any, d: int) -> float:
-    if scale is None:
-        return 1.0 / math.sqrt(d)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating)):
-        raise TypeError(f"scale must be a real number or None, got {scale!r}")
-    if not math.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale!r}")
-    return float(scale)
+    """``scale``: a finite number ``> 0``, default ``d**-0.5`` (:func:`~._validate.check_scale`)."""
+    return check_scale(scale, d)
 
 
 def _safe_divide(num: Any, den: Any) -> Any:
-    """``num / den`` row-wise, 0 where ``den == 0`` (no NaN, gradients stay finite)."""
+    """``num / den`` row-wise, 0 where ``|den|`` is below the smallest normal number.
+
+    (No NaN, gradients stay finite; a subnormal ``den`` would give garbage rows.)
+
+    On torch tensors always the branch-free form (no host synchronization).
+    """
     xp = namespace(num, den)
-    nonzero = den != 0
-    if bool(xp.all(nonzero)):  # the common case: one pass
+    # subnormal normalizers have lost their relative precision: treated as zero
+    nonzero = xp.abs(den) >= tiny(den)
+    if not is_torch(den) and bool(xp.all(nonzero)):  # the common numpy case: one pass
         return num / den
     return xp.where(nonzero, num / xp.where(nonzero, den, xp.ones_like(den)), xp.zeros_like(num))
 
@@ -134,13 +180,13 @@ def _warn_nonpositive(den: Any, what: str) -> None:
 def _warn_underflow(den: Any, mask: Mask, backend: str) -> None:
     """Zero normalizers on rows whose mask row is not empty: features underflowed.
 
-    Only reached when some normalizer is exactly zero (costs one extra mask product).
+    Only reached when some normalizer is zero or subnormal (one extra mask product).
     """
     xp = namespace(den)
     like = den[..., :1, :]
     ones = xp.broadcast_to(xp.ones_like(like), (*den.shape[:-2], mask.shape[1], 1))
     support = mask.matmat(ones, backend=backend, check_finite=False)
-    lost = int(xp.sum(xp.astype((den == 0) & (support > 0), xp.int64)))
+    lost = int(xp.sum(xp.astype((den < tiny(den)) & (support > 0), xp.int64)))
     if lost:
         warnings.warn(
             f"{lost} attention row(s) have a zero normalizer although their mask row is "
@@ -171,7 +217,7 @@ def _features(q: Any, k: Any, feature_map: FeatureMap, causal: bool) -> tuple[An
         raise TypeError(
             f"feature_map must be a structattn FeatureMap, got {type(feature_map).__name__}"
         )
-    return feature_map.queries(q), feature_map.keys(k, causal=causal)
+    return feature_map.attention_features(q, k, causal=causal)
 
 
 # ---------------------------------------------------------------------- functions
@@ -184,7 +230,8 @@ def softmax_attention(
     causal: bool = False,
     scale: float | None = None,
     backend: str = "auto",
-    check_finite: bool = True,
+    check_finite: bool | None = None,
+    enable_gqa: bool = False,
 ) -> Any:
     """Exact (masked) softmax attention: the dense reference.
 
@@ -206,12 +253,19 @@ def softmax_attention(
         Score scale; default ``d**-0.5``.
     backend : {"auto", "numpy", "numba", "torch"}
         numpy and numba run the same numpy code here (there is no hot loop).
-    check_finite : bool, default True
-        Reject NaN/Inf inputs.
+    check_finite : bool, optional
+        Reject NaN/Inf inputs.  Default: numpy inputs are checked; torch tensors only
+        inside :func:`structattn.debug` (a check is a host synchronization).
+    enable_gqa : bool, default False
+        Grouped-query attention: ``k``/``v`` of shape ``(..., H_kv, L_k, ·)`` with
+        ``H_kv`` dividing the ``H_q`` heads of ``q`` (query head ``h`` uses key/value
+        head ``h // (H_q / H_kv)``, as SDPA's ``enable_gqa``).
 
     Returns
     -------
     array, shape (..., L_q, d_v)
+        float16/bfloat16 torch inputs are computed in float32 (scores, softmax and
+        normalizer) and the output is cast back to the input dtype.
 
     Notes
     -----
@@ -223,18 +277,29 @@ def softmax_attention(
     >>> import numpy as np
     >>> from structattn import softmax_attention
     >>> q = k = v = np.eye(2)[None]
-    >>> softmax_attention(q, k, v, causal=True).round(3)
-    array([[[1.   , 0.   ],
-            [0.33 , 0.67 ]]])
+    >>> softmax_attention(q, k, v, causal=True).round(4)
+    array([[[1.    , 0.    ],
+            [0.3302, 0.6698]]])
+
+    The second row is ``softmax([0, 1/√2])``: ``1 / (1 + e^{1/√2}) = 0.3302``.
     """
-    _, L_q, L_k, d, _ = validate_attention_inputs(q, k, v, check_finite=check_finite)
+    checks = resolve_check_finite(check_finite, q, k, v)
+    host_checks = checks or not is_torch(q)  # data-dependent warnings (host sync on torch)
+    q, k, v, restore = prepare_attention_inputs(q, k, v, enable_gqa=enable_gqa)
+    batch, L_q, L_k, d, _ = validate_attention_inputs(q, k, v, check_finite=checks)
     resolve_backend(backend, q, k, v)
+    scale = _check_scale(scale, d)
+    check_mask_batch(mask, batch)
+    empty = empty_attention(q, k, v, L_q, L_k)
+    if empty is not None:
+        return restore(empty)
     mask = _resolve_mask(mask, causal, L_q, L_k)
     E = _weights_softmax(q, k, mask, _check_scale(scale, d))
     den = namespace(E).sum(E, axis=-1, keepdims=True)
-    if mask is not None and not mask.nonnegative:
+    if host_checks and mask is not None and not mask.nonnegative:
         _warn_nonpositive(den, "signed mask")
-    return _safe_divide(E @ v, den)
+    out = _safe_divide(E @ v, den)
+    return restore(check_finite_output(out, "softmax_attention", checks))
 
 
 def kernel_attention(
@@ -246,7 +311,8 @@ def kernel_attention(
     mask: Mask | Any | None = None,
     causal: bool = False,
     backend: str = "auto",
-    check_finite: bool = True,
+    check_finite: bool | None = None,
+    enable_gqa: bool = False,
 ) -> Any:
     """Masked kernel (linear) attention ``rownormalize(M ⊙ φ(Q) φ(K)ᵀ) V``.
 
@@ -272,11 +338,19 @@ def kernel_attention(
     backend : {"auto", "numpy", "numba", "torch"}
         ``"numba"`` runs the causal scan one row at a time on numpy arrays; ``"torch"``
         runs a chunked scan with an O(L·(m + d_v))-memory autograd.
-    check_finite : bool, default True
+    check_finite : bool, optional
+        Default: numpy inputs are checked; torch tensors only inside
+        :func:`structattn.debug` (no host synchronization in a default torch call, not
+        even for the normalizer warnings).
+    enable_gqa : bool, default False
+        Grouped-query attention (``k``/``v`` with fewer heads on axis ``-3``); see
+        :func:`softmax_attention`.
 
     Returns
     -------
     array, shape (..., L_q, d_v)
+        float16/bfloat16 torch inputs are computed in float32 (features, prefix states,
+        normalizers) and the output is cast back to the input dtype.
 
     Notes
     -----
@@ -285,8 +359,19 @@ def kernel_attention(
     gives zeros; non-positive normalizers (signed features or masks) raise a
     :class:`NormalizerWarning`.
     """
-    _, L_q, L_k, _, _ = validate_attention_inputs(q, k, v, check_finite=check_finite)
+    checks = resolve_check_finite(check_finite, q, k, v)
+    host_checks = checks or not is_torch(q)  # data-dependent warnings (host sync on torch)
+    q, k, v, restore = prepare_attention_inputs(q, k, v, enable_gqa=enable_gqa)
+    batch, L_q, L_k, _, _ = validate_attention_inputs(q, k, v, check_finite=checks)
     backend = resolve_backend(backend, q, k, v)
+    check_mask_batch(mask, batch)
+    if not isinstance(feature_map, FeatureMap):
+        raise TypeError(
+            f"feature_map must be a structattn FeatureMap, got {type(feature_map).__name__}"
+        )
+    empty = empty_attention(q, k, v, L_q, L_k)
+    if empty is not None:
+        return restore(empty)
     mask = _resolve_mask(mask, causal, L_q, L_k)
     phi_q, phi_k = _features(q, k, feature_map, _is_causal(mask))
     xp = namespace(v)
@@ -295,11 +380,14 @@ def kernel_attention(
     operator = mask if mask is not None else Full(L_q, L_k)
     out = operator.masked_matmul(phi_q, phi_k, v1, backend=backend, check_finite=False)
     num, den = out[..., :-1], out[..., -1:]
-    if not (feature_map.nonnegative and operator.nonnegative):
+    if not host_checks:
+        pass  # torch outside debug(): no data-dependent warnings, no host sync
+    elif not (feature_map.nonnegative and operator.nonnegative):
         _warn_nonpositive(den, "signed features or mask")
-    elif bool(xp.any(den == 0)):
+    elif bool(xp.any(den < tiny(den))):
         _warn_underflow(den, operator, backend)
-    return _safe_divide(num, den)
+    out = _safe_divide(num, den)
+    return restore(check_finite_output(out, "kernel_attention", checks))
 
 
 def attention_matrix(
@@ -311,7 +399,7 @@ def attention_matrix(
     causal: bool = False,
     scale: float | None = None,
     backend: str = "auto",
-    check_finite: bool = True,
+    check_finite: bool | None = None,
 ) -> Any:
     """The dense ``(..., L_q, L_k)`` row-stochastic attention matrix (for studies).
 
@@ -324,13 +412,17 @@ def attention_matrix(
     -----
     ``O(L_q·L_k·d)`` time and ``O(L_q·L_k)`` memory.
     """
+    check_finite = resolve_check_finite(check_finite, q, k)
     for name, a in (("q", q), ("k", k)):
         validate_float_array(a, name, min_ndim=2, check_finite=check_finite)
     # values are not needed; validate shapes with a zero-width stand-in
     xp = namespace(q, k)
-    validate_attention_inputs(q, k, k[..., :0], check_finite=False)
+    validate_attention_inputs(q, k, k[..., :0], check_finite=False, values=False)
     resolve_backend(backend, q, k)
     L_q, L_k, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    check_mask_batch(mask, tuple(q.shape[:-2]))
+    if L_q == 0 or L_k == 0:  # degenerate lengths: an empty or all-zero matrix
+        return empty_attention(q, k, k, L_q, L_k, width=L_k)
     mask = _resolve_mask(mask, causal, L_q, L_k)
     if feature_map is None:
         W = _weights_softmax(q, k, mask, _check_scale(scale, d))
@@ -344,7 +436,8 @@ def attention_matrix(
         W = phi_q @ xp.matrix_transpose(phi_k)
         if mask is not None:
             W = W * mask.to_dense(like=q)
-    return _safe_divide(W, xp.sum(W, axis=-1, keepdims=True))
+    P = _safe_divide(W, xp.sum(W, axis=-1, keepdims=True))
+    return check_finite_output(P, "attention_matrix", check_finite)
 
 
 # ---------------------------------------------------------------------- operators

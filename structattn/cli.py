@@ -1,11 +1,19 @@
-"""The ``structattn`` command line: ``info``, ``study`` and ``bench``.
+"""The ``structattn`` command line: ``info``, ``study``, ``report``, ``task`` and ``bench``.
 
 ``structattn info``
     Versions of structattn and its dependencies, detected backends, numba threads and
     cache state.
 ``structattn study``
     Accuracy sweep of the registered approximations against exact softmax attention
-    (:func:`structattn.studies.run_study`), printed as a table, optionally saved.
+    (:func:`structattn.studies.run_study`): summary table on the terminal, records
+    appended to a file as they finish (``--resume``), a Markdown/HTML report with
+    figures; ``--workers``/``--scheduler`` run it on dask.distributed.
+``structattn report``
+    Rebuilds a study's report from its records file.
+``structattn recommend``
+    Pareto-optimal approximations and budgets for captured attention
+    (:func:`structattn.studies.recommend.recommend`), under ``--max-error`` or
+    ``--max-cost``.
 ``structattn task``
     Runs a registered task-level study (:mod:`structattn.studies.tasks`): small models
     trained on real data, written as records, a Markdown summary and figures.
@@ -160,70 +168,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .studies import format_table, registry, run_study, write_records
-
-    known = registry()
-    operators = None
-    if args.operators is not None:
-        operators = _split(args.operators)
-        unknown = [name for name in operators if name not in known]
-        if unknown or not operators:
-            parser.error(
-                f"unknown operator(s): {', '.join(unknown) or '(none given)'}; "
-                f"registered operators: {', '.join(known)}"
-            )
-    if any(x < 1 for x in args.lengths):
-        parser.error(f"--lengths must be positive, got {args.lengths}")
-    if any(x < 0 for x in args.seeds):
-        parser.error(f"--seeds must be non-negative, got {args.seeds}")
-    if args.minilm_layer < 0:
-        parser.error(f"--minilm-layer must be >= 0, got {args.minilm_layer}")
-    if args.out is not None and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        parser.error(f"--out must end in .csv or .json, got {args.out!r}")
-    temperatures = tuple(t for group in args.temperatures for t in group)
-    start = time.perf_counter()
-    try:
-        records = run_study(
-            operators,
-            lengths=args.lengths,
-            dim=args.dim,
-            value_dim=args.value_dim,
-            heads=args.heads,
-            batch=args.batch,
-            causal=(False,) if args.no_causal else (False, True),
-            seeds=args.seeds,
-            scale=args.scale,
-            temperatures=temperatures,
-            inputs=args.inputs,
-            minilm_layer=args.minilm_layer,
-            dtype=args.dtype,
-            backend=args.backend,
-            matrix_max_length=args.matrix_max_length,
-            repeats=args.repeats,
-        )
-    except ImportError as exc:  # --inputs minilm without the `studies` extra
-        print(f"structattn study: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # e.g. --inputs minilm with lengths beyond the model's
-        if args.inputs != "minilm":
-            raise
-        print(f"structattn study: {exc}", file=sys.stderr)
-        return 2
-    elapsed = time.perf_counter() - start
-    print(format_table(records))
-    sizes = (f"d={args.dim}, d_v={args.value_dim}, heads={args.heads}, scale={args.scale}"
-             if args.inputs == "synthetic" else f"MiniLM layer {args.minilm_layer}")
-    temps = ", ".join(f"{t:g}" for t in temperatures)
-    print(f"\n{len(records)} records in {elapsed:.1f} s "
-          f"({args.inputs} inputs: {sizes}; q, k x {temps}; "
-          "errors against float64 exact softmax attention)")
-    if args.out is not None:
-        path = write_records(records, args.out)
-        print(f"wrote {path}")
-    return 0
-
-
 # ------------------------------------------------------------------------- task
 def _task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .studies.tasks import get_task, run_task, task_registry
@@ -264,6 +208,17 @@ def _task(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
           f"(records.jsonl, summary.md, metadata.json"
           + "".join(f", {Path(f).name}" for f in result.figures) + ")")
     return 0
+
+
+# -------------------------------------------------------------------- recommend
+def _recommend(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .studies.recommend import recommend_command
+
+    if args.max_error is not None and args.max_error < 0:
+        parser.error(f"--max-error must be >= 0, got {args.max_error}")
+    if args.max_cost is not None and args.max_cost < 0:
+        parser.error(f"--max-cost must be >= 0, got {args.max_cost}")
+    return recommend_command(args, parser)
 
 
 # ------------------------------------------------------------------------ bench
@@ -337,9 +292,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------ parser
-def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+def _parser() -> tuple[argparse.ArgumentParser, ...]:
     from . import __version__
-    from .backends import BACKENDS
 
     parser = argparse.ArgumentParser(
         prog="structattn", description="Attention as a structured linear operator."
@@ -348,45 +302,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpars
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("info", help="versions, backends, numba threads and cache")
 
-    study = sub.add_parser(
-        "study",
-        help="accuracy sweep of approximations against exact softmax attention",
-        description="Accuracy sweep of registered approximations against exact "
-        "softmax attention (float64 reference).",
-    )
-    study.add_argument("--operators", metavar="A,B", help="registered names (default: all)")
-    study.add_argument("--lengths", type=_int_list, default=(256, 1024, 2048), metavar="L,L")
-    study.add_argument("--dim", type=_positive, default=64, help="query/key size d")
-    study.add_argument("--value-dim", type=_positive, default=64, help="value size d_v")
-    study.add_argument("--heads", type=_positive, default=2)
-    study.add_argument("--batch", type=_positive, default=1)
-    study.add_argument("--seeds", type=_int_list, default=(0,), metavar="S,S")
-    study.add_argument("--scale", type=float, default=0.5, help="std of queries and keys")
-    study.add_argument(
-        "--temperatures", type=_float_list, nargs="+", default=[(1.0,)], metavar="T",
-        help="norm sweep: multiply q and k by each factor (e.g. 0.5 1 2, or 0.5,1,2); "
-        "the table shows the exact map's mean row entropy next to the errors",
-    )
-    study.add_argument(
-        "--inputs", choices=("synthetic", "minilm"), default="synthetic",
-        help="synthetic Gaussian inputs, or real all-MiniLM-L6-v2 queries/keys/values "
-        "(needs the `studies` extra)",
-    )
-    study.add_argument("--minilm-layer", type=int, default=0, metavar="N",
-                       help="MiniLM layer for --inputs minilm (0-5)")
-    study.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    study.add_argument("--no-causal", action="store_true", help="skip causal attention")
-    study.add_argument("--backend", choices=BACKENDS, default="auto")
-    study.add_argument(
-        "--repeats", type=_positive, default=1,
-        help="timed calls after one warm-up call (median; default 1: the default run covers "
-        "every registered operator, so it is an accuracy study first; raise it for timings)",
-    )
-    study.add_argument(
-        "--matrix-max-length", type=int, default=1024,
-        help="compute row KL (dense L x L matrices) up to this length",
-    )
-    study.add_argument("--out", metavar="PATH", help="write records to a .csv or .json file")
+    from .studies.command import add_study_parsers
+
+    study, report = add_study_parsers(sub)
 
     task = sub.add_parser(
         "task",
@@ -402,10 +320,44 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argpars
                       "(default structattn-task-NAME)")
     task.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    from .studies.captured_inputs import inputs_argument
+
+    recommend = sub.add_parser(
+        "recommend",
+        help="Pareto-optimal approximations for captured attention, under a budget",
+        description="Run the study on captured attention (a .npz from "
+        "structattn.studies.capture, or arrays q, k, v) and print the Pareto-optimal "
+        "methods and budgets (error vs cost) meeting the constraint, with the call "
+        "reproducing each.",
+    )
+    recommend.add_argument("--inputs", required=True, type=inputs_argument, metavar="PATH",
+                           help="captured attention (.npz)")
+    limit = recommend.add_mutually_exclusive_group()
+    limit.add_argument("--max-error", type=float, metavar="E",
+                       help="largest mean relative output error accepted (cheapest wins)")
+    limit.add_argument("--max-cost", type=float, metavar="FRACTION",
+                       help="largest cost as a fraction of exact attention's (most "
+                       "accurate wins)")
+    recommend.add_argument("--cost", choices=("time", "flops"), default="time",
+                           help="time: measured, over exact attention's time (default); "
+                           "flops: matmul flops over exact attention's")
+    recommend.add_argument("--operators", metavar="A,B", help="registered names (default: all)")
+    recommend.add_argument("--seeds", type=_int_list, default=(0,), metavar="S,S",
+                           help="operators' random draws")
+    recommend.add_argument("--repeats", type=_positive, default=3,
+                           help="timed calls after one warm-up call")
+    recommend.add_argument("--backend", choices=("auto", "numpy", "numba", "torch"),
+                           default="auto")
+    recommend.add_argument("--records", metavar="FILE",
+                           help="use these study records (e.g. structattn study --inputs PATH "
+                           "--timing all --out FILE) instead of running the study")
+    recommend.add_argument("--out", metavar="FILE", help="write the study's records here")
+    recommend.add_argument("--quiet", action="store_true", help="no progress bar")
+
     bench = sub.add_parser("bench", help="run benchmarks/bench_*.py of a source checkout")
     bench.add_argument("--quick", action="store_true", help="pass --quick to every script")
     bench.add_argument("--dir", metavar="PATH", help="start the benchmarks/ search here")
-    return parser, study, task
+    return parser, study, task, report, recommend
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -422,15 +374,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit status: 0 on success, 2 for usage errors (argparse style), 1 when a
         benchmark script fails.
     """
-    parser, study_parser, task_parser = _parser()
+    parser, study_parser, task_parser, report_parser, recommend_parser = _parser()
     try:
         args = parser.parse_args(argv)
         if args.command == "info":
             return _info(args)
         if args.command == "study":
-            return _study(args, study_parser)
+            from .studies.command import study_command
+
+            return study_command(args, study_parser)
         if args.command == "task":
             return _task(args, task_parser)
+        if args.command == "report":
+            from .studies.command import report_command
+
+            return report_command(args, report_parser)
+        if args.command == "recommend":
+            return _recommend(args, recommend_parser)
         return _bench(args)
     except SystemExit as exc:  # argparse errors, --help, --version
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -48,6 +48,8 @@ from ._array import (
     namespace,
     validate_float_array,
 )
+from ._debug import resolve_check_finite
+from ._validate import check_int, check_real, check_scale
 
 __all__ = [
     "EluFeatures",
@@ -132,9 +134,7 @@ def gaussian_projection(num_rows: int, dim: int, seed: Any) -> np.ndarray:
 
 
 def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    return check_int(value, name, minimum=1)
 
 
 # --------------------------------------------------------------------- base classes
@@ -163,10 +163,25 @@ class FeatureMap(abc.ABC):
     def _check(self, x: Any, name: str) -> None:
         validate_float_array(x, name, min_ndim=2, check_finite=False)
 
-    def __call__(self, x: Any) -> Any:
-        """Raw features ``φ(x)``, shape ``(..., L, F)``: ``E[φ(q)·φ(k)] = κ(q, k)``."""
+    def __call__(self, x: Any, *, check_finite: bool | None = None) -> Any:
+        """Raw features ``φ(x)``, shape ``(..., L, F)``: ``E[φ(q)·φ(k)] = κ(q, k)``.
+
+        ``check_finite`` (default: numpy inputs, or torch inside ``structattn.debug()``)
+        refuses NaN/Inf in ``x`` with a ``ValueError``.
+        """
         self._check(x, "x")
+        if resolve_check_finite(check_finite, x):
+            validate_float_array(x, "x", min_ndim=2, check_finite=True)
         return self._features(x)
+
+    def attention_features(self, q: Any, k: Any, *, causal: bool = False) -> tuple[Any, Any]:
+        """``(queries(q), keys(k, causal=causal))``: the pair attention multiplies.
+
+        Maps whose stabilizers can be balanced between the two sides (moving a
+        per-feature factor from the keys to the queries, which cancels exactly in
+        ``φ(q)·φ(k)``) override this; see :class:`PositiveRandomFeatures`.
+        """
+        return self.queries(q), self.keys(k, causal=causal)
 
     def queries(self, x: Any) -> Any:
         """Query features for attention, shape ``(..., L_q, F)`` (row scaling cancels)."""
@@ -215,12 +230,7 @@ class RandomFeatureMap(FeatureMap):
     def __post_init__(self) -> None:
         _check_positive_int(self.dim, "dim")
         _check_positive_int(self.num_features, "num_features")
-        if self.scale is not None and not (
-            isinstance(self.scale, (int, float, np.floating))
-            and math.isfinite(self.scale)
-            and self.scale > 0
-        ):
-            raise ValueError(f"scale must be a positive finite number, got {self.scale!r}")
+        check_scale(self.scale)
         if self.projection is None:
             if self.seed is None:
                 raise TypeError(
@@ -330,8 +340,7 @@ class PositiveRandomFeatures(RandomFeatureMap):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
-            raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        check_real(self.eps, "eps", minimum=0.0)
 
     def feature_dim(self, d: int) -> int:
         return 2 * self.num_features if self.hyperbolic else self.num_features
@@ -362,6 +371,56 @@ class PositiveRandomFeatures(RandomFeatureMap):
         self._check(x, "q")
         logf = self._log_features(x)
         return self._stabilized(logf, namespace(x).max(logf, axis=-1, keepdims=True))
+
+    def attention_features(self, q: Any, k: Any, *, causal: bool = False) -> tuple[Any, Any]:
+        """Query and key features with a balanced, per-feature stabilizer.
+
+        Every key feature ``r`` is shifted by its own ``c_r`` and ``c_r`` is added to
+        the query log-features before their per-row max is subtracted; the shifts cancel
+        exactly in ``φ(q)·φ(k)``.  Non-causal: ``c_r = max_j log φ_r(k_j)``, so for every
+        query the largest term of its normalizer is exactly ``1/F`` — the normalizer
+        cannot underflow, whatever the input magnitudes.  Causal: ``c_r`` is the first
+        key's ``log φ_r(k_1)`` (every row sees it, so the same guarantee holds and no key
+        after ``i`` changes row ``i``); only if a later key's log-features would exceed
+        it by more than ``H`` (``KEY_LOG_HEADROOM``) is ``c_r`` raised to at least
+        ``|w_r|²/2 - H`` (then no key overflows).  The choice is an array ``where``, not
+        a Python branch: no host synchronization on torch.
+
+        Returns
+        -------
+        (array (..., L_q, F), array (..., L_k, F))
+        """
+        self._check(q, "q")
+        self._check(k, "k")
+        if k.shape[-2] == 0:
+            return self.queries(q), self.keys(k, causal=causal)
+        xp = namespace(q, k)
+        lq, lk = self._log_features(q), self._log_features(k)
+        if causal:
+            first = lk[..., :1, :]
+            bound = as_like(self._feature_bounds(dtype_name(k)), k)
+            capped = xp.where(first > bound, first, bound)
+            # the first key's shift unless a later key would exceed it by more than H
+            # (a 0-d flag per batch element, selected without a host synchronization)
+            headroom = KEY_LOG_HEADROOM[dtype_name(k)]
+            fits = xp.all(lk - first <= headroom, axis=(-2, -1), keepdims=True)
+            shift = xp.where(fits, first, capped)
+        else:
+            shift = xp.max(lk, axis=-2, keepdims=True)
+        lq = lq + shift
+        phi_q = self._stabilized(lq, xp.max(lq, axis=-1, keepdims=True))
+        return phi_q, self._stabilized(lk, shift)
+
+    def _feature_bounds(self, dtype: str) -> np.ndarray:
+        """``|w_r|²/2 - H`` per feature (float64, shape ``(F,)``), see ``_key_bound``.
+
+        Key log-features satisfy ``w_r·k_s - |k_s|²/2 <= |w_r|²/2``, so shifting feature
+        ``r`` by at least this bound keeps every stabilized key feature ``<= e^H``.
+        """
+        half_sq = 0.5 * np.sum(self.projection**2, axis=-1)
+        if self.hyperbolic:
+            half_sq = np.concatenate([half_sq, half_sq])
+        return half_sq - KEY_LOG_HEADROOM[dtype]
 
     def keys(self, x: Any, *, causal: bool = False) -> Any:
         self._check(x, "k")
@@ -466,8 +525,7 @@ class ReluFeatures(FeatureMap):
     eps: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
-            raise ValueError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        check_real(self.eps, "eps", minimum=0.0)
 
     def feature_dim(self, d: int) -> int:
         return d

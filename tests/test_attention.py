@@ -361,9 +361,14 @@ class TestBadInput:
         with pytest.raises(TypeError, match="backend='torch' requires torch tensors"):
             self.call(fn, *_qkv(), backend="torch")
 
-    def test_causal_needs_square(self, fn):
-        with pytest.raises(ValueError, match="causal=True needs L_q == L_k"):
-            self.call(fn, *_qkv(L=4, Lk=6), causal=True)
+    def test_causal_rectangular_is_bottom_right(self, fn):
+        # L_q != L_k is allowed since issue 14: bottom-right aligned (tests/torch/)
+        from structattn.masks import BottomRightCausal
+
+        q, k, v = _qkv(L=4, Lk=6)
+        got = self.call(fn, q, k, v, causal=True)
+        ref = self.call(fn, q, k, v, mask=BottomRightCausal(4, 6))
+        np.testing.assert_allclose(got, ref, rtol=1e-12)
 
     def test_one_dimensional_input(self, fn):
         q, k, v = _qkv()
@@ -372,7 +377,7 @@ class TestBadInput:
 
 
 def test_scale_errors():
-    with pytest.raises(ValueError, match="scale must be finite"):
+    with pytest.raises(ValueError, match="scale must be a finite number"):
         softmax_attention(*_qkv(), scale=float("nan"))
     with pytest.raises(TypeError, match="scale must be a real number"):
         softmax_attention(*_qkv(), scale="0.5")

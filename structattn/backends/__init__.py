@@ -148,9 +148,18 @@ def kernel(name: str, backend: str) -> Callable[..., Any]:
     KeyError
         If no such kernel is registered.
     """
+    loaded = _LOADED.get((name, backend))
+    if loaded is not None:  # a plain dict lookup: torch.compile traces it without a break
+        return loaded
     try:
         target = _KERNELS[name][backend]
     except KeyError:
         raise KeyError(f"no kernel {name!r} for backend {backend!r}") from None
     module, func = target.split(":")
-    return getattr(importlib.import_module(module, __name__), func)
+    loaded = getattr(importlib.import_module(module, __name__), func)
+    _LOADED[(name, backend)] = loaded
+    return loaded
+
+
+#: Kernels already imported, by (name, backend).
+_LOADED: dict[tuple[str, str], Callable[..., Any]] = {}

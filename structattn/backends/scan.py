@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_like, namespace
+from .._array import as_like, is_torch, namespace
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "causal_masked_matmul"]
 
@@ -29,6 +29,25 @@ def _decay_tables(gamma: float, exclusive: bool, c: int) -> tuple[np.ndarray, np
         decay = np.where(keep, float(gamma) ** np.maximum(diff, 0), 0.0)
         powers = float(gamma) ** np.arange(c + 1, dtype=np.float64)
     return decay, powers
+
+
+def _torch_tables(gamma: float, exclusive: bool, c: int, like: Any) -> tuple[Any, Any, Any]:
+    """The tables of :func:`_decay_tables` built on ``like``'s device with torch ops.
+
+    No numpy and no host → device copy: traceable by ``torch.compile`` and free of
+    transfers on a GPU.  Powers are formed in float64 and rounded once, as on numpy.
+    """
+    import torch
+
+    idx = torch.arange(c, device=like.device, dtype=torch.float64)
+    diff = idx[:, None] - idx[None, :]
+    keep = diff > 0 if exclusive else diff >= 0
+    g = torch.tensor(gamma, dtype=torch.float64, device=like.device)
+    decay = torch.where(keep, torch.pow(g, diff.clamp(min=0)), torch.zeros_like(diff))
+    powers = torch.pow(g, torch.arange(c + 1, device=like.device, dtype=torch.float64))
+    w_in = powers[1 : c + 1, None]
+    w_out = torch.flip(powers[:c], dims=(0,))[:, None]
+    return decay.to(like.dtype), w_in.to(like.dtype), w_out.to(like.dtype)
 
 
 def causal_masked_matmul(
@@ -71,11 +90,14 @@ def causal_masked_matmul(
     xp = namespace(A, B, V)
     L = A.shape[-2]
     C = max(1, min(int(chunk_size), L))
-    decay_np, powers_np = _decay_tables(gamma, exclusive, C)
-    decay = as_like(decay_np, A)
     plain = float(gamma) == 1.0
-    w_in = as_like(powers_np[1 : C + 1, None], A)  # gamma**(t+1): carried state -> row t
-    w_out = as_like(powers_np[C - 1 :: -1, None], B)  # gamma**(C-1-t): row t -> chunk end
+    if is_torch(A):
+        decay, w_in, w_out = _torch_tables(float(gamma), bool(exclusive), C, A)
+    else:
+        decay_np, powers_np = _decay_tables(gamma, exclusive, C)
+        decay = as_like(decay_np, A)
+        w_in = as_like(powers_np[1 : C + 1, None], A)  # gamma**(t+1): state -> row t
+        w_out = as_like(powers_np[C - 1 :: -1, None], B)  # gamma**(C-1-t): row -> chunk end
     state = None
     outs = []
     for s in range(0, L, C):
@@ -93,7 +115,7 @@ def causal_masked_matmul(
             if state is None:
                 state = contrib
             else:
-                state = contrib + (state if plain else state * float(powers_np[c]))
+                state = contrib + (state if plain else state * float(gamma) ** c)
         outs.append(y)
     if len(outs) == 1:
         return outs[0]

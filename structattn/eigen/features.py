@@ -23,6 +23,7 @@ in ``O((n_q + n_k) k d_v)`` after the features (:class:`EigenFeatures`, usable w
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from .._array import (
     validate_attention_inputs,
     validate_float_array,
 )
+from .._validate import check_scale
 from ..attention import NormalizerWarning, kernel_attention
 from ..features import FeatureMap
 from .base import EigenFunctions
@@ -238,6 +240,24 @@ def _pooled(q: Any, k: Any) -> Any:
     return xp.concat([xp.reshape(q, (-1, d)), xp.reshape(k, (-1, d))], axis=0)
 
 
+def _check_kernel_range(X: Any, scale: float) -> None:
+    """The kernel ``exp(scale·x·y)`` must be representable on the pooled tokens.
+
+    Its largest entry is ``exp(scale·max|x|²)`` (Cauchy-Schwarz); beyond the float64
+    exponent range the eigenproblem has no finite answer, so this is refused by name
+    instead of failing inside LAPACK ("must not contain infs or NaNs").
+    """
+    xn = np.asarray(X.detach().cpu().numpy() if is_torch(X) else X, dtype=np.float64)
+    top = scale * float(np.max(np.sum(xn * xn, axis=-1))) if xn.size else 0.0
+    limit = float(np.log(np.finfo(np.float64).max)) / 2
+    if not top < limit:
+        raise ValueError(
+            f"the softmax kernel exp(scale·q·k) overflows on these inputs: "
+            f"scale·max|x|² = {top:.4g} >= {limit:.4g} (half the float64 exponent range); "
+            "rescale q and k (e.g. layer-normalize them) or lower scale"
+        )
+
+
 def softmax_eigenfeatures(q: Any, k: Any, rank: int, *, scale: float | None = None,
                           method: str = "nystrom", landmarks: int | None = 2048,
                           seed: int = 0, eps: float = 1e-3, on_small: str = "raise",
@@ -281,12 +301,10 @@ def softmax_eigenfeatures(q: Any, k: Any, rank: int, *, scale: float | None = No
     """
     validate_attention_inputs(q, k, k[..., :1], check_finite=True)
     d = q.shape[-1]
-    if scale is None:
-        scale = d**-0.5
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    scale = check_scale(scale, d)
     kern = exponential(1.0 / scale)
     X = _pooled(q, k)
+    _check_kernel_range(X, scale)
     if method == "nystrom":
         n = X.shape[0]
         lm = landmarks if (landmarks is not None and landmarks < n) else None
@@ -325,10 +343,10 @@ class EigenAttention:
     backend : str, default "auto"
     clip_rank : bool, default False
         When ``rank`` exceeds the number of Nyström points of a slice
-        (``min(L_q + L_k, landmarks)``): False raises ``ValueError``; True uses that
-        number instead (Nyström on every point, exact on them) and emits a
-        :class:`RankClippedWarning`, so a study sweeping ranks over short sequences
-        records the clipping instead of failing.
+        (``min(L_q + L_k, landmarks)``) or the numerical rank of its kernel matrix
+        (eigenvalues above ``1e-10`` times the largest): False raises ``ValueError``;
+        True uses that number instead and emits a :class:`RankClippedWarning`, so a
+        study sweeping ranks records the clipping instead of failing.
     """
 
     rank: int
@@ -352,8 +370,26 @@ class EigenAttention:
             )
             rank = points
         for idx in np.ndindex(*batch):
-            phi = softmax_eigenfeatures(q[idx], k[idx], rank, landmarks=self.landmarks,
-                                        seed=self.seed, eps=self.eps, on_small=self.on_small)
+            try:
+                phi = softmax_eigenfeatures(q[idx], k[idx], rank, landmarks=self.landmarks,
+                                            seed=self.seed, eps=self.eps,
+                                            on_small=self.on_small)
+            except ValueError as exc:
+                # the kernel matrix of this slice has a smaller numerical rank: with
+                # clip_rank, fit that many eigenfunctions and say so (never refuse)
+                found = re.search(r"only (\d+) eigenvalues", str(exc))
+                if not (self.clip_rank and found and int(found.group(1)) >= 1):
+                    raise
+                numerical = int(found.group(1))
+                warnings.warn(
+                    f"rank={rank} exceeds the numerical rank {numerical} of the kernel "
+                    f"matrix of slice {idx}; using rank={numerical} there",
+                    RankClippedWarning,
+                    stacklevel=3,
+                )
+                phi = softmax_eigenfeatures(q[idx], k[idx], numerical,
+                                            landmarks=self.landmarks, seed=self.seed,
+                                            eps=self.eps, on_small=self.on_small)
             yield idx, phi
 
     def __call__(self, q: Any, k: Any, v: Any) -> Any:

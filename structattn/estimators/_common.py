@@ -7,55 +7,67 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate as _v
 from .._array import as_like, namespace, validate_attention_inputs
 
 __all__: list[str] = []
 
 
 def check_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum`` or a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    """``value`` as an int ``>= minimum`` (see :func:`structattn._validate.check_int`)."""
+    return _v.check_int(value, name, minimum=minimum)
 
 
 def check_real(value: Any, name: str, *, minimum: float | None = None,
                positive: bool = False) -> float:
     """``value`` as a finite float (``> 0`` if ``positive``, ``>= minimum`` if given)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
+    if positive:
+        return _v.check_real(value, name, minimum=0.0 if minimum is None else minimum,
+                             strict_minimum=minimum is None or minimum <= 0)
+    return _v.check_real(value, name, minimum=minimum)
 
 
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
+    return _v.check_choice(value, name, choices)
 
 
 def check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
+    return _v.check_bool(value, name)
 
 
-def validated(q: Any, k: Any, v: Any, check_finite: bool):
-    """Validate ``q, k, v``; return ``(batch, L_q, L_k, d, d_v)``."""
-    return validate_attention_inputs(q, k, v, check_finite=check_finite)
+def validated(q: Any, k: Any, v: Any, check_finite: bool, values: bool = True):
+    """Validate ``q, k, v``; return ``(batch, L_q, L_k, d, d_v)``.
+
+    ``values=False``: ``v`` is a zero-width stand-in (matrix-only calls).
+    """
+    return validate_attention_inputs(q, k, v, check_finite=check_finite, values=values)
+
+
+def empty_result(q: Any, k: Any, v: Any) -> Any:
+    """The degenerate-length result (``L_q = 0`` or ``L_k = 0``), else None.
+
+    Output mode: ``(..., L_q, d_v)`` zeros; matrix mode (``v`` None): ``(..., L_q, L_k)``.
+    """
+    if v is None:
+        return _v.empty_attention(q, k, k, q.shape[-2], k.shape[-2], width=k.shape[-2])
+    return _v.empty_attention(q, k, v, q.shape[-2], k.shape[-2])
+
+
+def checked_output(out: Any, what: str, check_finite: Any, like: Any) -> Any:
+    """Post-condition: finite inputs gave a finite output (numpy, or torch in debug()).
+
+    Raises ``FloatingPointError`` naming the estimator instead of returning NaN/Inf
+    (e.g. scores beyond the exponent range).  Tuples (``return_samples``) pass as is.
+    """
+    if isinstance(out, tuple):
+        return out
+    check = _v.resolve_check_finite(None if check_finite else False, like)
+    return _v.check_finite_output(out, what, check)
 
 
 def temperature(scale: Any, d: int) -> float:
     """The softmax scale: ``d**-0.5`` unless given (a positive finite number)."""
-    if scale is None:
-        return 1.0 / math.sqrt(d)
-    return check_real(scale, "scale", positive=True)
+    return _v.check_scale(scale, d)
 
 
 def scaled(x: Any, t: float) -> Any:

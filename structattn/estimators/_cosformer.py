@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
 from .._array import as_like, namespace
-from ..attention import _safe_divide
+from .._debug import resolve_check_finite
+from .._validate import empty_attention, tiny
+from ..attention import NormalizerWarning, _safe_divide
 from ..backends import resolve_backend
 from ..masks import Causal, Full
 from . import _common as C
@@ -37,7 +40,7 @@ def _features(x: Any, angles: np.ndarray) -> Any:
 
 def _prepare(q: Any, k: Any, v: Any, causal: Any, max_length: Any, check_finite: bool):
     vv = k[..., :0] if v is None else v
-    _, L_q, L_k, _, _ = C.validated(q, k, vv, check_finite)
+    _, L_q, L_k, _, _ = C.validated(q, k, vv, check_finite, values=v is not None)
     causal = C.check_bool(causal, "causal")
     if causal and L_q != L_k:
         raise ValueError(f"causal=True needs L_q == L_k, got L_q={L_q} and L_k={L_k}")
@@ -108,6 +111,9 @@ def cosformer(
     causal, aq, ak = _prepare(q, k, v, causal, max_length, check_finite)
     eps = C.check_real(eps, "eps", minimum=0.0)
     backend = resolve_backend(backend, q, k, v)
+    empty = empty_attention(q, k, v, q.shape[-2], k.shape[-2])
+    if empty is not None:
+        return empty
     xp = namespace(q, k, v)
     A, B = _features(q, aq), _features(k, ak)
     v1 = xp.concat([v, xp.ones_like(v[..., :1])], axis=-1)
@@ -115,7 +121,27 @@ def cosformer(
     op = Causal(L_q) if causal else Full(L_q, L_k)
     out = op.masked_matmul(A, B, v1, backend=backend, check_finite=False)
     num, den = out[..., :-1], out[..., -1:]
-    return _safe_divide(num, den + eps if eps else den)
+    den = den + eps if eps else den
+    if resolve_check_finite(None if check_finite else False, q):
+        _warn_zero_rows(den)
+    return _safe_divide(num, den)
+
+
+def _warn_zero_rows(den: Any) -> None:
+    """The typed warning of :func:`~structattn.kernel_attention` for zero normalizers.
+
+    (A data-dependent check: numpy inputs, or torch inside ``structattn.debug()``.)
+    """
+    xp = namespace(den)
+    bad = int(xp.sum(xp.astype(den < tiny(den), xp.int64)))
+    if bad:
+        warnings.warn(
+            f"cosformer: {bad} attention normalizer(s) are zero or subnormal (every "
+            "ReLU(q_i)·ReLU(k_j)·cos term vanishes, e.g. queries with no positive entry "
+            "where the keys have one); those rows are returned as zeros",
+            NormalizerWarning,
+            stacklevel=3,
+        )
 
 
 def cosformer_matrix(

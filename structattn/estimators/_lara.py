@@ -184,7 +184,7 @@ def lara_parts(
     LaraParts
     """
     vv = k[..., :0] if v is None else v
-    batch, L_q, L_k, d, _ = C.validated(q, k, vv, check_finite)
+    batch, L_q, L_k, d, _ = C.validated(q, k, vv, check_finite, values=v is not None)
     resolve_backend(backend, q, k, v)
     c = C.check_int(num_landmarks, "num_landmarks")
     if c > min(L_q, L_k):
@@ -375,9 +375,10 @@ def lara(
     >>> lara(x, x, x, num_landmarks=4, seed=0).shape
     (2, 16, 8)
     """
-    return lara_parts(
+    out = lara_parts(
         q, k, v, num_landmarks=num_landmarks, landmarks=landmarks, mis=mis,
         alpha_coeff=alpha_coeff, antithetic=antithetic, deterministic=deterministic,
         seed=seed, noise_scale=noise_scale, alpha_floor=alpha_floor, grid_shape=grid_shape,
         noise=noise, scale=scale, backend=backend, check_finite=check_finite,
     ).output
+    return C.checked_output(out, "lara", check_finite, q)

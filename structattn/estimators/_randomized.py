@@ -39,11 +39,14 @@ def ra_core(q, k, v, *, num_samples, seed, mode, causal, noise_scale, determinis
             scale, noise, components, return_samples, backend, check_finite):
     """RA output (``v`` given) or its implied matrix (``v`` None); see the public function."""
     vv = k[..., :0] if v is None else v
-    batch, L_q, L_k, d, _ = C.validated(q, k, vv, check_finite)
+    batch, L_q, L_k, d, _ = C.validated(q, k, vv, check_finite, values=v is not None)
     resolve_backend(backend, q, k, v)
     S = C.check_int(num_samples, "num_samples")
     mode = C.check_choice(mode, "mode", RA_MODES)
     causal = C.check_bool(causal, "causal")
+    empty = C.empty_result(q, k, v)
+    if empty is not None:
+        return empty
     deterministic = C.check_bool(deterministic, "deterministic")
     C.check_bool(return_samples, "return_samples")
     sigma = C.check_real(noise_scale, "noise_scale", minimum=0.0)
@@ -219,8 +222,9 @@ def randomized_attention(
     >>> randomized_attention(x, x, x, num_samples=4, seed=0).shape
     (2, 16, 8)
     """
-    return ra_core(q, k, v, num_samples=num_samples, seed=seed, mode=mode, causal=causal,
-                   noise_scale=noise_scale, deterministic=deterministic, scale=scale,
-                   noise=noise, components=components, return_samples=return_samples,
-                   backend=backend, check_finite=check_finite)
+    out = ra_core(q, k, v, num_samples=num_samples, seed=seed, mode=mode, causal=causal,
+                  noise_scale=noise_scale, deterministic=deterministic, scale=scale,
+                  noise=noise, components=components, return_samples=return_samples,
+                  backend=backend, check_finite=check_finite)
+    return C.checked_output(out, "randomized_attention", check_finite, q)
 

@@ -57,12 +57,15 @@ def rfa_snis_core(q, k, v, *, num_samples, seed, projection, orthogonal, scale,
                   backend, check_finite):
     """Output, or the implied ``(..., L_q, L_k)`` matrix when ``v`` is None."""
     if v is None:  # matrix mode: validate q, k with a zero-width stand-in
-        _, _, _, d, _ = C.validated(q, k, k[..., :0], check_finite)
+        _, _, _, d, _ = C.validated(q, k, k[..., :0], check_finite, values=False)
     else:
         _, _, _, d, _ = C.validated(q, k, v, check_finite)
     resolve_backend(backend, q, k, v)
     C.check_bool(orthogonal, "orthogonal")
     t = C.temperature(scale, d)
+    empty = C.empty_result(q, k, v)
+    if empty is not None:
+        return empty
     W = C.draws_like(_projection(num_samples, seed, projection, orthogonal, d), q)
     qs, ks = C.scaled(q, t), C.scaled(k, t)
     lse, G, F = key_side(ks, v, W)
@@ -140,8 +143,9 @@ def rfa_snis(
     >>> rfa_snis(x, x, x, num_samples=32, seed=0).shape
     (2, 16, 8)
     """
-    return rfa_snis_core(q, k, v, num_samples=num_samples, seed=seed, projection=projection,
-                         orthogonal=orthogonal, scale=scale, backend=backend,
-                         check_finite=check_finite)
+    out = rfa_snis_core(q, k, v, num_samples=num_samples, seed=seed, projection=projection,
+                        orthogonal=orthogonal, scale=scale, backend=backend,
+                        check_finite=check_finite)
+    return C.checked_output(out, "rfa_snis", check_finite, q)
 
 

@@ -13,23 +13,49 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import ArgumentTypeError, check_int
+
 __all__ = ["cube_dimension", "gray_code", "hypercube_neighbors", "inverse_gray_code"]
 
 
 def cube_dimension(n: int) -> int:
-    """``k = ⌈log2 n⌉`` (0 for ``n <= 1``), the dimension of the smallest cube holding ``n``."""
+    """``k = ⌈log2 n⌉`` (0 for ``n = 1``), the dimension of the smallest cube holding ``n``.
+
+    ``n`` is a number of positions: an integer ``>= 1``.
+    """
+    n = check_int(n, "n", minimum=1)
     return max(0, int(n - 1).bit_length()) if n > 1 else 0
 
 
+def _labels(x: Any, name: str) -> np.ndarray:
+    """Non-negative integer labels (a scalar or an array of integer dtype)."""
+    if isinstance(x, (bool, np.bool_)) or (
+        np.isscalar(x) and not isinstance(x, (int, np.integer))
+    ):
+        raise ArgumentTypeError(f"{name} must be a non-negative integer, got {x!r}")
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        raise ArgumentTypeError(
+            f"{name} must be non-negative integers, got an array of dtype {a.dtype}"
+        )
+    a = a.astype(np.int64)
+    if a.size and int(a.min()) < 0:
+        raise ValueError(f"{name} must be non-negative integers, got {int(a.min())}")
+    return a
+
+
 def gray_code(i: Any) -> np.ndarray:
-    """Reflected binary Gray code ``g(i) = i ⊕ (i >> 1)`` (elementwise, int64)."""
-    i = np.asarray(i, dtype=np.int64)
+    """Reflected binary Gray code ``g(i) = i ⊕ (i >> 1)`` (elementwise, int64).
+
+    ``i``: non-negative integers (a float or a negative label is a named error).
+    """
+    i = _labels(i, "i")
     return i ^ (i >> 1)
 
 
 def inverse_gray_code(x: Any) -> np.ndarray:
     """Inverse Gray code by prefix XOR, ``g⁻¹(x) = x ⊕ (x >> 1) ⊕ (x >> 2) ⊕ …``."""
-    x = np.array(x, dtype=np.int64, copy=True)
+    x = np.array(_labels(x, "x"), dtype=np.int64, copy=True)
     shift = 1
     while shift < 64:
         x ^= x >> shift

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._array import is_torch, validate_attention_inputs
+from .._debug import resolve_check_finite
 from ..attention import _check_scale
 from ..backends import kernel, resolve_backend
 from .graph import AttentionGraph
@@ -30,8 +31,9 @@ __all__ = ["sparse_attention", "sparse_attention_matrix"]
 
 def _prepare(
     q: Any, k: Any, v: Any, graph: Any, scale: Any, causal: Any, backend: str,
-    check_finite: bool,
+    check_finite: bool | None,
 ) -> tuple[AttentionGraph, float, str]:
+    check_finite = resolve_check_finite(check_finite, q, k, v)
     _, L_q, L_k, d, _ = validate_attention_inputs(q, k, v, check_finite=check_finite)
     if not isinstance(graph, AttentionGraph):
         raise TypeError(
@@ -106,7 +108,7 @@ def sparse_attention(
     scale: float | None = None,
     causal: bool = False,
     backend: str = "auto",
-    check_finite: bool = True,
+    check_finite: bool | None = None,
 ) -> Any:
     """Softmax attention restricted to the neighbours of each query in ``graph``.
 
@@ -127,8 +129,9 @@ def sparse_attention(
     backend : {"auto", "numpy", "numba", "torch"}
         ``numba``: row-parallel online-softmax kernel; ``numpy``: vectorized segment
         reductions; ``torch``: gather + segment reduce with autograd.
-    check_finite : bool, default True
-        Reject NaN/Inf inputs.
+    check_finite : bool, optional
+        Reject NaN/Inf inputs.  Default: numpy inputs are checked; torch tensors only
+        inside :func:`structattn.debug` (a host synchronization).
 
     Returns
     -------
@@ -175,7 +178,7 @@ def sparse_attention_matrix(
     scale: float | None = None,
     causal: bool = False,
     backend: str = "auto",
-    check_finite: bool = True,
+    check_finite: bool | None = None,
 ) -> Any:
     """The dense ``N x N`` attention matrix of :func:`sparse_attention` (for studies).
 
@@ -191,8 +194,9 @@ def sparse_attention_matrix(
         Intersect the graph with ``j <= i``.
     backend : {"auto", "numpy", "numba", "torch"}
         numpy and numba run the same vectorized code; torch is differentiable.
-    check_finite : bool, default True
-        Reject NaN/Inf inputs.
+    check_finite : bool, optional
+        Reject NaN/Inf inputs.  Default: numpy inputs are checked; torch tensors only
+        inside :func:`structattn.debug` (a host synchronization).
 
     Returns
     -------

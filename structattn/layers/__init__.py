@@ -7,7 +7,8 @@
 * :class:`GAU` — gated attention unit, quadratic ``relu²`` attention;
 * :class:`FLASH` — GAU with mixed-chunk attention (linear in the length);
 * :class:`ContextPool` — adaptive Gaussian context pooling with banded truncation;
-* :class:`SlotAttention` — Slot Attention on :func:`structattn.objects.inverted_attention`.
+* :class:`SlotAttention` — Slot Attention on :func:`structattn.objects.inverted_attention`;
+* :class:`TinyViT` — a small vision transformer whose attention is any structattn operator.
 
 Every layer exposes the dense operator it applies (``dense_operator(x)``, also named
 ``attention_matrix`` / ``pooling_matrix``) so tests can compare its output with the
@@ -28,15 +29,19 @@ from .gau import GAU
 from .kernel_attention import KernelAttention, MultiHeadProjection
 from .lara import LARAAttention
 from .slot_attention import SlotAttention
+from .tiny_vit import GatedUnitSpec, LayerTrace, TinyViT
 
 __all__ = [
     "FLASH",
     "GAU",
     "ContextPool",
+    "GatedUnitSpec",
     "KernelAttention",
     "LARAAttention",
+    "LayerTrace",
     "MultiHeadProjection",
     "SlotAttention",
+    "TinyViT",
     "gaussian_pooling",
     "gaussian_pooling_matrix",
 ]

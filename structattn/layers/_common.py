@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
 import torch
 
+from .. import _validate as _v
 from .._array import describe_array, dtype_name
+from .._debug import resolve_check_finite
+
+#: Input dtypes of the torch layers (half precision computes attention in float32).
+LAYER_DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 __all__ = [
     "check_choice",
@@ -22,29 +25,18 @@ __all__ = [
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    """``value`` as an int ``>= 1`` or a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+    """``value`` as an int ``>= 1`` (see :func:`structattn._validate.check_int`)."""
+    return _v.check_int(value, name, minimum=1)
 
 
 def check_nonnegative_int(value: Any, name: str) -> int:
-    """``value`` as an int ``>= 0`` or a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
+    """``value`` as an int ``>= 0`` (see :func:`structattn._validate.check_int`)."""
+    return _v.check_int(value, name, minimum=0)
 
 
 def check_positive_float(value: Any, name: str) -> float:
-    """``value`` as a finite float ``> 0`` or a ValueError naming ``name``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    """``value`` as a finite float ``> 0`` (see :func:`structattn._validate.check_real`)."""
+    return _v.check_real(value, name, minimum=0.0, strict_minimum=True)
 
 
 def check_choice(value: Any, name: str, choices: tuple[Any, ...]) -> Any:
@@ -70,17 +62,19 @@ def check_scale(value: Any, name: str, words: tuple[str, ...]) -> float | str:
         ) from None
 
 
-def check_input(x: Any, name: str, d_model: int, *, check_finite: bool, min_len: int = 1,
-                like: torch.nn.Module | None = None) -> None:
+def check_input(x: Any, name: str, d_model: int, *, check_finite: bool | None,
+                min_len: int = 1, like: torch.nn.Module | None = None) -> None:
     """Validate a layer input ``x`` of shape ``(..., T, d_model)``.
 
-    Raises TypeError for a non-tensor or a non-float32/float64 dtype, or a dtype that
-    differs from the module's parameters; ValueError for a wrong shape or NaN/Inf.
+    Raises TypeError for a non-tensor or a dtype other than float32/float64/float16/
+    bfloat16, or a dtype that differs from the module's parameters; ValueError for a
+    wrong shape or NaN/Inf.  ``check_finite=None`` scans for NaN/Inf only inside
+    :func:`structattn.debug` (the scan is a host synchronization).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if dtype_name(x) not in ("float32", "float64"):
-        raise TypeError(f"{name} must be float32 or float64, got {dtype_name(x)}")
+    if dtype_name(x) not in LAYER_DTYPES:
+        raise TypeError(f"{name} must have a dtype in {LAYER_DTYPES}, got {dtype_name(x)}")
     if x.ndim < 2 or x.shape[-1] != d_model or x.shape[-2] < min_len:
         raise ValueError(
             f"{name} must have shape (..., T, d_model) with d_model = {d_model} and "
@@ -94,7 +88,7 @@ def check_input(x: Any, name: str, d_model: int, *, check_finite: bool, min_len:
                 f"module's parameters ({dtype_name(p)}, {p.device}); call "
                 f"module.to(x.dtype) / module.to(x.device) first"
             )
-    if check_finite and not bool(torch.isfinite(x).all()):
+    if resolve_check_finite(check_finite, x) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values ({describe_array(x)})")
 
 

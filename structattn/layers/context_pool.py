@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._array import describe_array
+from .._debug import resolve_check_finite
 from ._common import check_input, check_positive_float, check_positive_int
 
 __all__ = ["ContextPool", "gaussian_pooling", "gaussian_pooling_matrix"]
@@ -56,19 +58,42 @@ def _check_pool_args(x: Any, log_weights: Any, sigma: Any) -> None:
             raise TypeError(f"{name} must have x's dtype and device ({x.dtype}, {x.device})")
 
 
-def _log_gauss(offset: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """``-offset² / (2 σ²)`` with ``offset`` broadcast against ``sigma[..., None]``.
+#: Supports below this act as this value: every off-centre log-weight is then at most
+#: ``-1/(2·0.01²) = -5000``, whose exponential is exactly 0 in float32 and float64, so
+#: ``σ → 0`` gives the identity pooling with finite gradients (no ``0/0`` anywhere).
+SIGMA_FLOOR = 0.01
 
-    Exactly 0 at ``offset = 0`` whatever ``σ`` (so ``σ = 0`` gives the identity, not
-    ``0/0``).
+
+def _log_gauss(offset: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``-offset² / (2 max(σ, SIGMA_FLOOR)²)``, ``offset`` broadcast against ``σ[..., None]``.
+
+    Exactly 0 at ``offset = 0`` whatever ``σ``; the floor keeps the forward and the
+    backward finite for ``σ = 0`` (an underflowed sigmoid) — a ``torch.where`` around
+    ``0/0`` would leak NaN into the gradient.
     """
-    val = -torch.square(offset) / (2 * torch.square(sigma)[..., None])
-    return torch.where(offset == 0, torch.zeros((), dtype=val.dtype, device=val.device), val)
+    s = torch.clamp(sigma, min=SIGMA_FLOOR)
+    return -torch.square(offset) / (2 * torch.square(s)[..., None])
+
+
+def _check_pool_values(x: Any, log_weights: Any, sigma: Any, check_finite: Any) -> None:
+    """Data-dependent checks (numpy-free: only when asked or inside ``debug()``)."""
+    if not resolve_check_finite(check_finite, x):
+        return
+    if not bool(torch.isfinite(sigma).all()) or bool((sigma < 0).any()):
+        raise ValueError(
+            f"sigma must be finite and >= 0, got min {float(sigma.min())} (values below "
+            f"{SIGMA_FLOOR} act as {SIGMA_FLOOR})"
+        )
+    if bool(torch.isnan(log_weights).any()) or bool((log_weights == math.inf).any()):
+        raise ValueError("log_weights must be finite or -inf (an excluded token)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"x contains NaN or Inf values ({describe_array(x)})")
 
 
 def gaussian_pooling_matrix(log_weights: torch.Tensor, sigma: torch.Tensor, *,
                             half_width: int | None = None,
-                            causal: bool = False) -> torch.Tensor:
+                            causal: bool = False,
+                            check_finite: bool | None = None) -> torch.Tensor:
     """The dense pooling matrix ``P`` (``P_ij ∝ m_j exp(-(i-j)²/(2σ_i²))``).
 
     Parameters
@@ -76,11 +101,15 @@ def gaussian_pooling_matrix(log_weights: torch.Tensor, sigma: torch.Tensor, *,
     log_weights : torch.Tensor, shape (..., T)
         ``log m_j`` (``-inf`` excludes token ``j``, e.g. padding).
     sigma : torch.Tensor, shape (..., T)
-        Supports ``σ_i > 0``.
+        Supports ``σ_i >= 0`` (values below ``SIGMA_FLOOR = 0.01`` act as 0.01: the
+        identity up to ``exp(-5000)``).
     half_width : int, optional
         Keep only ``|i - j| <= half_width`` (the banded operator); None keeps all.
     causal : bool, default False
         Keep only ``j <= i``.
+    check_finite : bool, optional
+        Refuse NaN/Inf and ``σ < 0`` (default: only inside ``structattn.debug()``; the
+        check synchronizes with the device).
 
     Returns
     -------
@@ -91,6 +120,10 @@ def gaussian_pooling_matrix(log_weights: torch.Tensor, sigma: torch.Tensor, *,
     -----
     ``O(T²)`` time and memory.
     """
+    if not isinstance(sigma, torch.Tensor):
+        raise TypeError(f"sigma must be a torch.Tensor, got {type(sigma).__name__}")
+    _check_pool_args(sigma[..., None], log_weights, sigma)
+    _check_pool_values(sigma, log_weights, sigma, check_finite)
     T = sigma.shape[-1]
     i = torch.arange(T, device=sigma.device)
     off = (i[:, None] - i[None, :]).to(sigma.dtype)  # i - j
@@ -131,7 +164,8 @@ def _band_logits(log_weights: torch.Tensor, sigma: torch.Tensor, half_width: Any
 
 
 def gaussian_pooling(x: torch.Tensor, log_weights: torch.Tensor, sigma: torch.Tensor, *,
-                     half_width: int | None = None, causal: bool = False) -> torch.Tensor:
+                     half_width: int | None = None, causal: bool = False,
+                     check_finite: bool | None = None) -> torch.Tensor:
     """Gaussian context pooling ``Y = P X`` without forming ``P`` when banded.
 
     Parameters
@@ -141,13 +175,16 @@ def gaussian_pooling(x: torch.Tensor, log_weights: torch.Tensor, sigma: torch.Te
     log_weights : torch.Tensor, shape (..., T)
         ``log m_j``; ``-inf`` excludes a token.
     sigma : torch.Tensor, shape (..., T)
-        Supports ``σ_i > 0``.
+        Supports ``σ_i >= 0`` (below ``SIGMA_FLOOR = 0.01``: as 0.01, the identity).
     half_width : int, optional
         Band half-width ``w``: only offsets ``|i - j| <= w`` are summed, in
         ``O(T w d)`` time and ``O(T w + T d)`` memory.  None: the dense ``O(T² d)``
         product with :func:`gaussian_pooling_matrix`.
     causal : bool, default False
         Only ``j <= i``.
+    check_finite : bool, optional
+        Refuse NaN/Inf in ``x``, ``σ`` and NaN/+inf in ``log_weights``, and ``σ < 0``
+        (default: only inside ``structattn.debug()``).
 
     Returns
     -------
@@ -156,8 +193,10 @@ def gaussian_pooling(x: torch.Tensor, log_weights: torch.Tensor, sigma: torch.Te
         up to rounding.
     """
     _check_pool_args(x, log_weights, sigma)
+    _check_pool_values(x, log_weights, sigma, check_finite)
     if half_width is None:
-        return gaussian_pooling_matrix(log_weights, sigma, causal=causal) @ x
+        return gaussian_pooling_matrix(log_weights, sigma, causal=causal,
+                                       check_finite=False) @ x
     T = x.shape[-2]
     logits, inside, offsets = _band_logits(log_weights, sigma, half_width, causal)
     P = _masked_softmax(logits, inside)  # (..., T, n_off)
@@ -188,8 +227,9 @@ class ContextPool(nn.Module):
         see the current and ``kernel_size - 1`` previous tokens).
     causal : bool, default False
         One-sided Gaussian window (``j <= i``) and causal predictors.
-    check_finite : bool, default True
-        Reject NaN/Inf inputs in :meth:`forward`.
+    check_finite : bool, optional
+        Reject NaN/Inf inputs.  Default: only inside :func:`structattn.debug` (the scan
+        is a host synchronization).
 
     Notes
     -----
@@ -213,14 +253,16 @@ class ContextPool(nn.Module):
 
     def __init__(self, d_model: int, *, max_sigma: float = 8.0,
                  truncation: float | None = 4.0, kernel_size: int = 3,
-                 causal: bool = False, check_finite: bool = True) -> None:
+                 causal: bool = False, check_finite: bool | None = None) -> None:
         super().__init__()
         self.d_model = check_positive_int(d_model, "d_model")
         self.max_sigma = check_positive_float(max_sigma, "max_sigma")
         self.truncation = (None if truncation is None
                            else check_positive_float(truncation, "truncation"))
         self.kernel_size = check_positive_int(kernel_size, "kernel_size")
-        for name, flag in (("causal", causal), ("check_finite", check_finite)):
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite must be a bool or None, got {check_finite!r}")
+        for name, flag in (("causal", causal),):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         if not causal and self.kernel_size % 2 == 0:
@@ -307,6 +349,7 @@ class ContextPool(nn.Module):
         log_sb = torch.logsumexp(torch.where(inside, logits, neg), dim=-1)
         sides = 1.0 if self.causal else 2.0
         log_m_max = log_m.amax(dim=-1, keepdim=True)
+        sigma = torch.clamp(sigma, min=SIGMA_FLOOR)
         tail = sides * sigma * math.sqrt(math.pi / 2) * torch.special.erfc(
             w / (math.sqrt(2.0) * sigma))
         return 2 * tail * torch.exp(log_m_max - log_sb)

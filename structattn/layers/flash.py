@@ -63,8 +63,9 @@ class FLASH(_GatedUnit):
         Pre-LayerNorm on the input.
     residual : bool, default True
         Add the input to the output.
-    check_finite : bool, default True
-        Reject NaN/Inf inputs in :meth:`forward`.
+    check_finite : bool, optional
+        Reject NaN/Inf inputs in :meth:`forward`.  Default: only inside
+        :func:`structattn.debug` (a host synchronization).
 
     Notes
     -----
@@ -89,7 +90,7 @@ class FLASH(_GatedUnit):
                  expansion_factor: float = 2.0, causal: bool = False,
                  quadratic_scale: float | str = "chunk", linear_scale: float | str = "chunk",
                  rel_pos_bias: int | None = None, norm: bool = True, residual: bool = True,
-                 check_finite: bool = True) -> None:
+                 check_finite: bool | None = None) -> None:
         super().__init__(d_model, 4, qk_dim=qk_dim, expansion_factor=expansion_factor,
                          causal=causal, rel_pos_bias=rel_pos_bias, norm=norm,
                          residual=residual, check_finite=check_finite)
@@ -183,14 +184,16 @@ class FLASH(_GatedUnit):
             a = torch.where(keep, a, torch.zeros((), dtype=a.dtype, device=a.device))
         out = a @ v
 
-        # global linear term over chunks
-        kv = kl.transpose(-1, -2) @ v  # (B, G, s, e): one state per chunk
+        # global linear term over chunks; the chunk states and their prefix sums are
+        # accumulated in float32 for float16/bfloat16 inputs
+        acc = torch.float32 if v.dtype in (torch.float16, torch.bfloat16) else v.dtype
+        kv = kl.to(acc).transpose(-1, -2) @ v.to(acc)  # (B, G, s, e): one state per chunk
         if self.causal:  # exclusive prefix sum over chunks
             state = torch.cumsum(kv, dim=1)
             state = torch.cat([torch.zeros_like(state[:, :1]), state[:, :-1]], dim=1)
         else:
             state = kv.sum(dim=1, keepdim=True)
-        out = out + (ql @ state) * cl
+        out = out + ((ql.to(acc) @ state) * cl).to(out.dtype)
 
         out = out.reshape(B, G * C, e)[:, :T].reshape(*lead, T, e)
         return self._finish(x, u, out)

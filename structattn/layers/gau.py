@@ -55,10 +55,11 @@ class _GatedUnit(nn.Module):
                 f"expansion_factor * d_model must round to >= 1, got "
                 f"{expansion_factor} * {self.d_model}"
             )
-        for name, flag in (("causal", causal), ("norm", norm), ("residual", residual),
-                           ("check_finite", check_finite)):
+        for name, flag in (("causal", causal), ("norm", norm), ("residual", residual)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite must be a bool or None, got {check_finite!r}")
         self.causal, self.residual, self.check_finite = causal, residual, check_finite
         self.rel_pos_bias = (None if rel_pos_bias is None
                              else check_nonnegative_int(rel_pos_bias, "rel_pos_bias"))
@@ -161,8 +162,10 @@ class GAU(_GatedUnit):
         Pre-LayerNorm on the input.
     residual : bool, default True
         Add the input to the output.
-    check_finite : bool, default True
+    check_finite : bool, optional
         Reject NaN/Inf inputs in :meth:`forward` (one reduction, a device sync on CUDA).
+        Default: only inside :func:`structattn.debug`; the default forward and backward
+        never synchronize with the host.
 
     Notes
     -----
@@ -187,7 +190,7 @@ class GAU(_GatedUnit):
     def __init__(self, d_model: int, *, qk_dim: int = 128, expansion_factor: float = 2.0,
                  causal: bool = False, scale: float | str = "length",
                  rel_pos_bias: int | None = None, norm: bool = True, residual: bool = True,
-                 check_finite: bool = True) -> None:
+                 check_finite: bool | None = None) -> None:
         super().__init__(d_model, 2, qk_dim=qk_dim, expansion_factor=expansion_factor,
                          causal=causal, rel_pos_bias=rel_pos_bias, norm=norm,
                          residual=residual, check_finite=check_finite)

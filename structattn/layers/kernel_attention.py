@@ -17,6 +17,7 @@ from ..attention import attention_matrix, kernel_attention
 from ..features import FeatureMap
 from ..masks import Mask
 from ._common import check_input, check_positive_int
+from ._state import StructuredStateMixin
 
 __all__ = ["KernelAttention", "MultiHeadProjection"]
 
@@ -87,7 +88,7 @@ class MultiHeadProjection(nn.Module):
                 )
 
 
-class KernelAttention(nn.Module):
+class KernelAttention(StructuredStateMixin):
     """Multi-head kernel attention with any structattn feature map and mask.
 
     Parameters
@@ -99,8 +100,8 @@ class KernelAttention(nn.Module):
     feature_map : FeatureMap
         ``φ``, applied to every head (its input size must be ``head_dim``), e.g.
         ``PositiveRandomFeatures(dim=head_dim, num_features=64, seed=0)``.  Its random
-        projection is fixed (redraw explicitly with ``layer.feature_map =
-        layer.feature_map.redraw(seed)``).
+        projection is the buffer ``projection`` (in ``state_dict``, moved by ``.to()``);
+        redraw it with :meth:`redraw_projections`.
     mask : Mask, optional
         Structured ``L_q x L_k`` mask (it fixes the lengths the layer accepts).
     causal : bool, default False
@@ -111,15 +112,20 @@ class KernelAttention(nn.Module):
         Biases of the projections.
     backend : {"auto", "torch"}, default "auto"
         Passed to :func:`~structattn.kernel_attention` (tensors always run on torch).
-    check_finite : bool, default True
-        Reject NaN/Inf inputs.
+    check_finite : bool, optional
+        Reject NaN/Inf inputs.  Default: only inside :func:`structattn.debug` (the scan
+        is a host synchronization).
 
     Notes
     -----
     Time ``O(L d_model h·head_dim)`` for the projections plus the cost of
     :func:`~structattn.kernel_attention` per head: ``O(L m head_dim)`` without a mask
-    or with a causal one.  Inputs ``(..., L, d_model)``, float32/float64, on the
-    parameters' device and dtype.
+    or with a causal one.  Inputs ``(..., L, d_model)``, float32/float64 (or
+    float16/bfloat16: attention then runs in float32), on the parameters' device and
+    dtype.  Buffers: ``projection`` (random feature maps, float64 until the module is
+    cast) and ``mask_<field>`` for each array of the mask (e.g. ``mask_coeffs`` of a
+    :class:`~structattn.masks.Toeplitz`).  The default forward and backward never
+    synchronize with the host.
 
     Examples
     --------
@@ -133,7 +139,8 @@ class KernelAttention(nn.Module):
 
     def __init__(self, d_model: int, num_heads: int, feature_map: FeatureMap, *,
                  mask: Mask | None = None, causal: bool = False, head_dim: int | None = None,
-                 bias: bool = True, backend: str = "auto", check_finite: bool = True) -> None:
+                 bias: bool = True, backend: str = "auto",
+                 check_finite: bool | None = None) -> None:
         super().__init__()
         self.heads = MultiHeadProjection(d_model, num_heads, head_dim=head_dim, bias=bias)
         if not isinstance(feature_map, FeatureMap):
@@ -147,13 +154,15 @@ class KernelAttention(nn.Module):
             )
         if mask is not None and not isinstance(mask, Mask):
             raise TypeError(f"mask must be a structattn Mask or None, got {type(mask).__name__}")
-        for name, flag in (("causal", causal), ("check_finite", check_finite)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {flag!r}")
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be a bool, got {causal!r}")
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite must be a bool or None, got {check_finite!r}")
         if backend not in ("auto", "torch"):
             raise ValueError(f"backend must be 'auto' or 'torch' for a torch layer, got "
                              f"{backend!r}")
-        self.feature_map, self.mask, self.causal = feature_map, mask, causal
+        self._init_structured_state(feature_map, mask)
+        self.causal = causal
         self.backend, self.check_finite = backend, check_finite
 
     @property
@@ -189,7 +198,7 @@ class KernelAttention(nn.Module):
             Row-stochastic; ``forward`` equals ``merge(P @ v)``.
         """
         q, k, _ = self._inputs(x, context)
-        return attention_matrix(q, k, feature_map=self.feature_map, mask=self.mask,
+        return attention_matrix(q, k, feature_map=self._feature_map_for(q), mask=self.mask,
                                 causal=self.causal, backend=self.backend,
                                 check_finite=False)
 
@@ -214,6 +223,7 @@ class KernelAttention(nn.Module):
         torch.Tensor, shape (..., L, d_model)
         """
         q, k, v = self._inputs(x, context)
-        y = kernel_attention(q, k, v, self.feature_map, mask=self.mask, causal=self.causal,
+        y = kernel_attention(q, k, v, self._feature_map_for(q), mask=self.mask,
+                             causal=self.causal,
                              backend=self.backend, check_finite=False)
         return self.heads.merge(y)

@@ -47,8 +47,9 @@ class LARAAttention(nn.Module):
         Default ``d_model // num_heads``.
     bias : bool, default True
         Biases of the projections.
-    check_finite : bool, default True
-        Reject NaN/Inf inputs.
+    check_finite : bool, optional
+        Reject NaN/Inf inputs.  Default: only inside :func:`structattn.debug` (the scan
+        is a host synchronization).
 
     Notes
     -----
@@ -72,7 +73,7 @@ class LARAAttention(nn.Module):
                  seed: Any = 0, noise_scale: float = 1.0,
                  alpha_floor: float | str | None = "auto",
                  grid_shape: tuple[int, int] | None = None, head_dim: int | None = None,
-                 bias: bool = True, check_finite: bool = True) -> None:
+                 bias: bool = True, check_finite: bool | None = None) -> None:
         super().__init__()
         self.heads = MultiHeadProjection(d_model, num_heads, head_dim=head_dim, bias=bias)
         self.num_landmarks = check_positive_int(num_landmarks, "num_landmarks")
@@ -81,7 +82,9 @@ class LARAAttention(nn.Module):
             raise ValueError(f"alpha_coeff must be a real number >= 0, got {alpha_coeff!r}")
         if deterministic is not None and not isinstance(deterministic, bool):
             raise TypeError(f"deterministic must be a bool or None, got {deterministic!r}")
-        for name, flag in (("antithetic", antithetic), ("check_finite", check_finite)):
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite must be a bool or None, got {check_finite!r}")
+        for name, flag in (("antithetic", antithetic),):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.options = {"landmarks": landmarks, "mis": mis, "alpha_coeff": float(alpha_coeff),

@@ -5,13 +5,14 @@ See :class:`Mask` for the contract every mask follows.
 
 from .base import Mask, StructureWarning
 from .basic import Dense, Full, LowRank
-from .causal import Causal, DecayedCausal
-from .composition import Hadamard, Kronecker, Scaled, Sum, Transposed
+from .causal import BottomRightCausal, Causal, DecayedCausal
+from .composition import Hadamard, Kronecker, Product, Scaled, Sum, Transposed
 from .grid import GridRPE, separable_grid
 from .ripple import Ripple, stick_breaking
 from .toeplitz import ExponentialDecay, SumOfExponentials, Toeplitz
 
 __all__ = [
+    "BottomRightCausal",
     "Causal",
     "DecayedCausal",
     "Dense",
@@ -22,6 +23,7 @@ __all__ = [
     "Kronecker",
     "LowRank",
     "Mask",
+    "Product",
     "Ripple",
     "Scaled",
     "StructureWarning",

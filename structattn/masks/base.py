@@ -30,12 +30,14 @@ import numpy as np
 
 from .._array import (
     as_like,
+    index_like,
     is_torch,
     namespace,
     validate_float_array,
     validate_same_kind,
 )
 from ..backends import resolve_backend
+from ._interop import OperatorInterop
 
 __all__ = ["CostDispatch", "Mask", "StructureWarning", "generic_masked_matmul", "khatri_rao_rows"]
 
@@ -109,7 +111,7 @@ def generic_masked_matmul(apply, A: Any, B: Any, V: Any) -> Any:
     return out
 
 
-class Mask(abc.ABC):
+class Mask(OperatorInterop, abc.ABC):
     """A structured ``M x N`` mask: a linear operator with fast products.
 
     Subclasses are frozen dataclasses validated in ``__post_init__`` and implement the
@@ -140,6 +142,65 @@ class Mask(abc.ABC):
     nonnegative: bool = True
     exact: bool = True
     lower_triangular: bool = False
+
+    #: numpy defers every binary operator to the mask (``ndarray @ mask`` calls
+    #: :meth:`__rmatmul__`) instead of building an object array.
+    __array_ufunc__ = None
+
+    # ------------------------------------------------------ per-device state
+    def _state_cache(self) -> dict:
+        """Per-instance cache (device copies of parameters, the resolved attention mask).
+
+        Masks are immutable, so anything derived from their numpy parameters is computed
+        once: a parameter is copied to a device/dtype once and reused by every call.
+        The cache is never pickled or copied with the mask.
+        """
+        cache = self.__dict__.get("_sa_state_cache")
+        if cache is None:
+            cache = {}
+            self.__dict__["_sa_state_cache"] = cache
+        return cache
+
+    def _param_like(self, key: str, value: Any, like: Any) -> Any:
+        """``as_like(value, like)``, cached per device and dtype when ``value`` is numpy.
+
+        Torch-held parameters (trainable coefficients) are converted on every call so
+        that gradients and in-place updates are seen.
+        """
+        if is_torch(value) or not is_torch(like):
+            return as_like(value, like)
+        ck = ("param", key, str(like.device), str(like.dtype))
+        cache = self._state_cache()
+        out = cache.get(ck)
+        if out is None:
+            out = as_like(value, like)
+            cache[ck] = out
+        return out
+
+    def _index_like(self, key: str, make: Any, like: Any) -> Any:
+        """``index_like(make(), like)``, built once per device (``make`` returns int64)."""
+        if not is_torch(like):
+            return index_like(make(), like)
+        ck = ("index", key, str(like.device))
+        cache = self._state_cache()
+        out = cache.get(ck)
+        if out is None:
+            out = index_like(make(), like)
+            cache[ck] = out
+        return out
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_sa_state_cache", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __copy__(self) -> Mask:
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__getstate__())
+        return new
 
     # ------------------------------------------------------------------ structure
     @property
@@ -223,7 +284,17 @@ class Mask(abc.ABC):
         return self._rmatmat(self._broadcast_operand(X), backend)
 
     def __matmul__(self, X: Any) -> Any:
+        """``M @ X``: a :class:`Product` mask for a mask ``X``, else :meth:`matmat`.
+
+        A 1-D ``X`` of length ``N`` is treated as a vector (result of length ``M``).
+        """
         if isinstance(X, Mask):
+            from .composition import Product
+
+            return Product(self, X)
+        if getattr(X, "ndim", None) == 1:
+            return self.matmat(X[:, None])[..., 0]
+        if not hasattr(X, "ndim"):
             return NotImplemented
         return self.matmat(X)
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._array import as_like, describe_array, dtype_name, is_numpy, is_torch, namespace
+from .._validate import frozen_array
 from .base import Mask
 
 __all__ = ["Dense", "Full", "LowRank"]
@@ -128,6 +129,8 @@ class Dense(Mask):
 
     def __post_init__(self) -> None:
         _check_matrix(self.matrix, "matrix", allow_bool=True)
+        # a read-only copy: mutating the caller's array later cannot change the mask
+        object.__setattr__(self, "matrix", frozen_array(self.matrix))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -147,7 +150,7 @@ class Dense(Mask):
         return (self.matrix,)
 
     def _matrix(self, like: Any) -> Any:
-        return as_like(self.matrix, like)
+        return self._param_like("matrix", self.matrix, like)
 
     def _matmat(self, X: Any, backend: str) -> Any:
         return self._matrix(X) @ X
@@ -196,6 +199,8 @@ class LowRank(Mask):
         _check_matrix(self.U, "U")
         _check_matrix(self.W, "W")
         validate_same_kind({"U": self.U, "W": self.W})
+        object.__setattr__(self, "U", frozen_array(self.U))
+        object.__setattr__(self, "W", frozen_array(self.W))
         if self.U.shape[-1] != self.W.shape[-1]:
             raise ValueError(
                 f"U and W must have the same rank r (last dimension); got U.shape="
@@ -257,7 +262,7 @@ class LowRank(Mask):
         return U @ namespace(like).matrix_transpose(W)
 
     def _low_rank_factors(self, like: Any) -> tuple[Any, Any]:
-        return as_like(self.U, like), as_like(self.W, like)
+        return self._param_like("U", self.U, like), self._param_like("W", self.W, like)
 
     def cost(self, F: int) -> float:
         M, N = self.shape

@@ -1,4 +1,4 @@
-"""Mask algebra: transpose, Hadamard and Kronecker products, sums and scalar multiples.
+"""Mask algebra: transpose, Hadamard, Kronecker and matrix products, sums, scalar multiples.
 
 Each composition is itself a :class:`~structattn.masks.Mask` that keeps the fast
 algorithms of its factors where the algebra allows it.
@@ -15,8 +15,9 @@ import numpy as np
 
 from .._array import namespace
 from .base import Mask, StructureWarning, _bcast_factors, _broadcast_batch, khatri_rao_rows
+from .product import Product
 
-__all__ = ["Hadamard", "Kronecker", "Scaled", "Sum", "Transposed"]
+__all__ = ["Hadamard", "Kronecker", "Product", "Scaled", "Sum", "Transposed"]
 
 
 @dataclass(frozen=True, eq=False)

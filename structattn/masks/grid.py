@@ -412,7 +412,7 @@ class GridRPE(CostDispatch, Mask):
         return tuple(params)
 
     def _coefficients(self, like: Any) -> Any:
-        c = as_like(self.coeffs, like)
+        c = self._param_like("coeffs", self.coeffs, like)
         return namespace(c).exp(c) if self.log else c
 
     def _special(self, like: Any) -> Any:
@@ -427,7 +427,7 @@ class GridRPE(CostDispatch, Mask):
         if self.padding is None:
             return None
         d = len(self.grid_shape)
-        pad = as_like(self.padding, like)
+        pad = self._param_like("padding", self.padding, like)
         return namespace(like).reshape(
             pad, (*pad.shape[: pad.ndim - d], self.grid_size, 1)
         )

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import as_like, describe_array, index_like, namespace
+from .._array import describe_array, index_like, namespace
 from ..backends import kernel
 from .base import CostDispatch, Mask
 from .grid import (
@@ -246,7 +246,7 @@ class Ripple(CostDispatch, Mask):
         like : array, optional
             Kind, dtype and device of the result (default: the parameters').
         """
-        p = self._param if like is None else as_like(self._param, like)
+        p = self._param if like is None else self._param_like("param", self._param, like)
         return p if self.weights is not None else stick_breaking(p)
 
     def _coefficients(self, like: Any) -> Any:

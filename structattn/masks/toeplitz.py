@@ -26,11 +26,11 @@ from .._array import (
     as_like,
     describe_array,
     dtype_name,
-    index_like,
     is_numpy,
     is_torch,
     namespace,
 )
+from .._validate import frozen_array
 from .base import CostDispatch, Mask
 from .causal import DecayedCausal
 from .composition import Scaled, Sum
@@ -123,6 +123,8 @@ class Toeplitz(CostDispatch, Mask):
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
         if not isinstance(self.log, (bool, np.bool_)):
             raise TypeError(f"log must be a bool, got {self.log!r}")
+        # a read-only copy: mutating the caller's array later cannot change the mask
+        object.__setattr__(self, "coeffs", frozen_array(c))
 
     # ----------------------------------------------------------------- builders
     @classmethod
@@ -186,7 +188,7 @@ class Toeplitz(CostDispatch, Mask):
         return (self.coeffs,)
 
     def _coefficients(self, like: Any) -> Any:
-        c = as_like(self.coeffs, like)
+        c = self._param_like("coeffs", self.coeffs, like)
         return namespace(c).exp(c) if self.log else c
 
     def _normalized(self) -> Mask:
@@ -225,7 +227,10 @@ class Toeplitz(CostDispatch, Mask):
 
     # ------------------------------------------------------------------ cost
     def _fft_length(self) -> int:
-        return _fft.next_fast_length(2 * self.L - 1)
+        cache = self._state_cache()
+        if "fft_length" not in cache:  # computed once (scipy call; not traceable)
+            cache["fft_length"] = _fft.next_fast_length(2 * self.L - 1)
+        return cache["fft_length"]
 
     def _costs(self, F: int) -> dict[str, float]:
         L, P = self.L, self._fft_length()
@@ -262,7 +267,7 @@ class Toeplitz(CostDispatch, Mask):
     def _dense_from(self, c: Any, like: Any) -> Any:
         xp = namespace(like)
         L = self.L
-        idx = index_like(_dense_index(L).reshape(-1), like)
+        idx = self._index_like("dense_index", lambda: _dense_index(L).reshape(-1), like)
         return xp.reshape(xp.take(c, idx, axis=-1), (*c.shape[:-1], L, L))
 
     def _to_dense(self, like: Any) -> Any:

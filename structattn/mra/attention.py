@@ -15,7 +15,8 @@ Computation (per batch x head)
 ------------------------------
 1. pad ``L`` to a multiple of ``b`` (padded tokens masked), zero padded tokens;
 2. block sums and means of ``Q, K, V`` (``O(L d)``), ``Ŝ`` (BLAS, ``O(n_b² d)``);
-3. selection on the host (``O(n_b²)``, no gradient);
+3. selection (``O(n_b²)``, no gradient): on the host for numpy, on the device for torch
+   (static shapes, no host synchronization; the same blocks);
 4. coarse part ``C = exp(Ŝ - m̂) ∘ (1 - M)`` weighted by valid-token counts, its
    numerator ``C (Uᵀ V)`` and denominator ``C (Uᵀ 1)`` (BLAS);
 5. fine part over the ``k`` selected blocks (``O(k b² d)``): tile, exact row max,
@@ -34,7 +35,7 @@ possible only in ``"sparse"`` mode below coverage, outputs exactly 0).
 from __future__ import annotations
 
 import math
-import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,8 @@ from .._array import (
     validate_float_array,
     validate_same_kind,
 )
+from .._debug import resolve_check_finite
+from .._validate import check_choice, check_int, check_scale, empty_attention
 from ..backends import BACKENDS, kernel, resolve_backend
 from .selection import (
     BlockSelection,
@@ -59,6 +62,7 @@ from .selection import (
     num_block_rows,
     resolve_budget,
     select_blocks,
+    select_flat_torch,
 )
 
 __all__ = ["MODES", "MRAApproximation", "MRAAttention", "mra_attention"]
@@ -69,54 +73,70 @@ MODES = ("full", "sparse")
 
 # ------------------------------------------------------------------ validation
 def _check_mode(mode: Any) -> str:
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES} (MRA-2 / MRA-2-s), got {mode!r}")
-    return mode
+    return check_choice(mode, "mode", MODES)
 
 
 def _check_prior(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int (blocks), got {value!r}")
-    return int(value)
+    return check_int(value, name, minimum=0)
 
 
 def _check_scale(scale: Any, d: int) -> float:
-    if scale is None:
-        return 1.0 / math.sqrt(d) if d > 0 else 1.0
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (
-        math.isfinite(scale) and scale > 0
-    ):
-        raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
-    return float(scale)
+    return check_scale(scale, max(d, 1))
 
 
-def _valid_tokens(key_padding_mask: Any, q: Any, batch: tuple[int, ...], L: int) -> Any:
-    """Boolean ``(*batch, L)`` array, True for real tokens (same kind/device as ``q``)."""
+def _key_mask(key_mask: Any, key_padding_mask: Any, where: str) -> tuple[Any, bool]:
+    """One boolean mask and its convention: ``(mask, True)`` when True = attend.
+
+    ``key_mask`` (True = real token, the package convention) is preferred;
+    ``key_padding_mask`` (True = padding, as in ``torch.nn.MultiheadAttention``) still
+    works with a ``DeprecationWarning``.
+    """
+    if key_padding_mask is None:
+        return key_mask, True
+    if key_mask is not None:
+        raise TypeError(f"{where}: pass key_mask= only (key_padding_mask= is deprecated)")
+    warnings.warn(
+        f"{where}: key_padding_mask= (True = padding) is deprecated; pass "
+        "key_mask=~key_padding_mask (True = attend, the convention of every structattn mask)",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    return key_padding_mask, False
+
+
+def _valid_tokens(key_padding_mask: Any, q: Any, batch: tuple[int, ...], L: int,
+                  attend: bool = False) -> Any:
+    """Boolean ``(*batch, L)`` array, True for real tokens (same kind/device as ``q``).
+
+    ``attend=True``: the given mask is already True = real token (``key_mask``).
+    """
     if key_padding_mask is None:
         return None
     m = key_padding_mask
+    name = "key_mask" if attend else "key_padding_mask"
+    conv = "True = attend" if attend else "True = padding"
     if is_torch(q):
         import torch
 
         if not isinstance(m, torch.Tensor):
             raise TypeError(
-                f"key_padding_mask must be a torch.Tensor for torch inputs, got "
+                f"{name} must be a torch.Tensor for torch inputs, got "
                 f"{type(m).__name__}"
             )
         if m.dtype != torch.bool:
             raise TypeError(
-                f"key_padding_mask must have dtype bool (True = padding), got {m.dtype}"
+                f"{name} must have dtype bool ({conv}), got {m.dtype}"
             )
         m = m.to(q.device)
     else:
         if not isinstance(m, np.ndarray):
             raise TypeError(
-                f"key_padding_mask must be a numpy.ndarray for numpy inputs, got "
+                f"{name} must be a numpy.ndarray for numpy inputs, got "
                 f"{type(m).__name__}"
             )
         if m.dtype != np.bool_:
             raise TypeError(
-                f"key_padding_mask must have dtype bool (True = padding), got {m.dtype}"
+                f"{name} must have dtype bool ({conv}), got {m.dtype}"
             )
     shape = tuple(m.shape)
     target = (*batch, L)
@@ -126,12 +146,13 @@ def _valid_tokens(key_padding_mask: Any, q: Any, batch: tuple[int, ...], L: int)
         ok = False
     if not ok:
         raise ValueError(
-            f"key_padding_mask must have shape (*batch, L) = {target} or one that "
+            f"{name} must have shape (*batch, L) = {target} or one that "
             f"broadcasts to it (e.g. (batch, 1, L) for (batch, heads, L, d) inputs); got "
             f"{shape}; L_q = L_k = {L} (self-attention: the mask pads queries and keys)"
         )
     xp = namespace(q)
-    return xp.logical_not(xp.broadcast_to(m, target))
+    m = xp.broadcast_to(m, target)
+    return m if attend else xp.logical_not(m)
 
 
 # ------------------------------------------------------------------ block layout
@@ -239,9 +260,59 @@ def _blocks(q: Any, k: Any, v: Any, valid_tokens: Any, b: int, scale: float) -> 
     return _Blocks(qb, kb, vb, valid, counts, scores, vsum, batch, L, b, n, scale, masked)
 
 
+@dataclass(frozen=True, eq=False)
+class _DeviceSelection:
+    """A selection held on a torch device (the default torch path: no host readback).
+
+    ``flat``: ``(B, k)`` int64 flat block ids ``I·n_b + J``, ascending (BSR order), the
+    same blocks as :func:`select_blocks`; see :func:`select_flat_torch`.
+    """
+
+    flat: Any
+    num_block_rows: int
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.flat.shape[-1])
+
+    @property
+    def rows(self) -> Any:
+        return self.flat // self.num_block_rows
+
+    @property
+    def indices(self) -> Any:
+        return self.flat % self.num_block_rows
+
+
+def _flat_ids(blk: _Blocks, sel: Any) -> tuple[Any, Any]:
+    """Flat ``(B·k,)`` ids ``batch·n_b + block`` of the selected rows and columns."""
+    B, n, k = math.prod(blk.batch), blk.n, sel.num_blocks
+    if isinstance(sel, _DeviceSelection):
+        import torch
+
+        base = torch.arange(B, device=sel.flat.device)[:, None] * n
+        return (base + sel.rows).reshape(-1), (base + sel.indices).reshape(-1)
+    base = np.arange(B)[:, None] * n
+    return (index_like((base + sel.rows.reshape(B, k)).reshape(-1), blk.qb),
+            index_like((base + sel.indices.reshape(B, k)).reshape(-1), blk.qb))
+
+
+def _block_mask(blk: _Blocks, sel: Any) -> Any:
+    """Boolean selected-block mask ``(B, n_b, n_b)``, same kind/device as the scores."""
+    B, n = math.prod(blk.batch), blk.n
+    if isinstance(sel, _DeviceSelection):
+        import torch
+
+        out = torch.zeros((B, n * n), dtype=torch.bool, device=sel.flat.device)
+        return out.scatter(1, sel.flat, True).reshape(B, n, n)
+    mask = as_like(sel.mask.reshape(B, n, n), blk.scores)
+    return mask > 0.5 if not is_torch(mask) else mask.bool()
+
+
 def _selection_for(blk: _Blocks, selection: BlockSelection | None, k: int | None,
-                   prior_first: int, prior_diag: int) -> BlockSelection:
-    B = math.prod(blk.batch)
+                   prior_first: int, prior_diag: int, device: bool = False
+                   ) -> BlockSelection | _DeviceSelection:
+    """The given selection, or select ``k`` blocks (``device``: torch, on the device)."""
     if selection is not None:
         if not isinstance(selection, BlockSelection):
             raise TypeError(
@@ -254,15 +325,17 @@ def _selection_for(blk: _Blocks, selection: BlockSelection | None, k: int | None
                 f"{blk.batch} and n_b = {blk.n} (L={blk.L}, block_size={blk.b})"
             )
         return selection
+    if device and is_torch(blk.scores):
+        flat = select_flat_torch(blk.scores, blk.counts > 0 if blk.masked else None, k,
+                                 prior_first, prior_diag)
+        return _DeviceSelection(flat, blk.n)
     block_valid = None
     if blk.masked:
         block_valid = _host(blk.counts).reshape(*blk.batch, blk.n) > 0
-    sel = select_blocks(
+    return select_blocks(
         _host(blk.scores).reshape(*blk.batch, blk.n, blk.n), k,
         prior_first=prior_first, prior_diag=prior_diag, block_valid=block_valid,
     )
-    del B
-    return sel
 
 
 def _host(x: Any) -> np.ndarray:
@@ -331,9 +404,7 @@ def _gather_tiles(blk: _Blocks, sel: BlockSelection) -> tuple[Any, Any, Any]:
     xp = namespace(blk.qb)
     B, n, b, k = math.prod(blk.batch), blk.n, blk.b, sel.num_blocks
     d = int(blk.qb.shape[-1])
-    base = np.arange(B)[:, None] * n
-    flat_rows = index_like((base + sel.rows.reshape(B, k)).reshape(-1), blk.qb)
-    flat_cols = index_like((base + sel.indices.reshape(B, k)).reshape(-1), blk.qb)
+    flat_rows, flat_cols = _flat_ids(blk, sel)
     Qs = xp.reshape(xp.take(xp.reshape(blk.qb, (B * n, b, d)), flat_rows, axis=0),
                     (B, k, b, d))
     Ks = xp.reshape(xp.take(xp.reshape(blk.kb, (B * n, b, d)), flat_cols, axis=0),
@@ -402,8 +473,7 @@ def _run(blk: _Blocks, sel: BlockSelection, mode: str, backend: str) -> Any:
         return _output(blk, xp.reshape(blk.vb, (B, blk.n, blk.b, -1)))
     mask = None
     if mode == "full" or backend != "numba":
-        mask = as_like(sel.mask.reshape(B, blk.n, blk.n), blk.scores)
-        mask = mask > 0.5 if not is_torch(mask) else mask.bool()
+        mask = _block_mask(blk, sel)
     coarse = _coarse(blk, mask) if mode == "full" else None
     if backend == "numba":
         dtype = blk.qb.dtype
@@ -439,22 +509,26 @@ def _check_score_range(q: Any, k: Any, scale: float) -> None:
     nq = float(xp.max(xp.linalg.vector_norm(xp.astype(q, xp.float64), axis=-1)))
     nk = float(xp.max(xp.linalg.vector_norm(xp.astype(k, xp.float64), axis=-1)))
     limit = float(np.finfo(np.float32 if dtype_name(q) == "float32" else np.float64).max)
-    if scale * nq * nk >= limit / 4:
+    limit = limit / 4
+    if scale * nq * nk >= limit:
         raise ValueError(
             f"scores scale*q.k may overflow {dtype_name(q)}: scale*max|q|*max|k| = "
-            f"{scale * nq * nk:.3g} (limit {limit / 4:.3g}); rescale q and k or use float64"
+            f"{scale * nq * nk:.3g} (limit {limit:.3g}); rescale q and k or use float64"
         )
 
 
 def _prepare(
     q: Any, k: Any, v: Any | None, *, block_size: Any, blocks_per_row: Any, num_blocks: Any,
     mode: Any, prior_first: Any, prior_diag: Any, key_padding_mask: Any, scale: Any,
-    selection: Any, backend: str, check_finite: bool,
-) -> tuple[_Blocks, BlockSelection, str, str]:
+    selection: Any, backend: str, check_finite: bool | None, key_mask: Any = None,
+    device_selection: bool = False,
+) -> tuple[_Blocks, BlockSelection | _DeviceSelection, str, str]:
+    key_padding_mask, attend = _key_mask(key_mask, key_padding_mask, "mra_attention")
+    checks = resolve_check_finite(check_finite, q, k, v)
     if v is None:
-        validate_attention_inputs(q, k, k, check_finite=check_finite)
+        validate_attention_inputs(q, k, k, check_finite=checks)
     else:
-        validate_attention_inputs(q, k, v, check_finite=check_finite)
+        validate_attention_inputs(q, k, v, check_finite=checks)
     if q.shape[-2] != k.shape[-2]:
         raise ValueError(
             f"MRA attention is self-attention: q and k must have the same length "
@@ -470,11 +544,12 @@ def _prepare(
         budget = resolve_budget(n, blocks_per_row, num_blocks, length=L, block_size=b)
     scl = _check_scale(scale, d)
     be = resolve_backend(backend, q, k, v)
-    _check_score_range(q, k, scl)
+    if checks:
+        _check_score_range(q, k, scl)
     batch = tuple(q.shape[:-2])
-    valid = _valid_tokens(key_padding_mask, q, batch, L)
+    valid = _valid_tokens(key_padding_mask, q, batch, L, attend=attend)
     blk = _blocks(q, k, v, valid, b, scl)
-    sel = _selection_for(blk, selection, budget, pf, pd)
+    sel = _selection_for(blk, selection, budget, pf, pd, device=device_selection)
     return blk, sel, mode, be
 
 
@@ -493,7 +568,8 @@ def mra_attention(
     scale: float | None = None,
     selection: BlockSelection | None = None,
     backend: str = "auto",
-    check_finite: bool = True,
+    check_finite: bool | None = None,
+    key_mask: Any = None,
 ) -> Any:
     """Multi-resolution (MRA-2 / MRA-2-s) approximation of softmax self-attention.
 
@@ -519,16 +595,21 @@ def mra_attention(
         ``|I - J| <= prior_diag // 2`` (after coverage; see
         :mod:`structattn.mra.selection`).
     key_padding_mask : bool array, shape (..., L), optional
-        True marks padding (as in ``torch.nn.MultiheadAttention``); must broadcast to
-        ``(*batch, L)``.  Padded keys get zero weight, padded query rows output zero.
+        Deprecated (``DeprecationWarning``): True marks padding, as in
+        ``torch.nn.MultiheadAttention``; use ``key_mask=~key_padding_mask``.
     scale : float, optional
         Logit scale; default ``1/sqrt(d)``.
     selection : BlockSelection, optional
         Use these blocks instead of selecting (e.g. the ``selection`` of an
         :class:`MRAApproximation`, to compare backends on one selection).
     backend : {"auto", "numpy", "numba", "torch"}, default "auto"
-    check_finite : bool, default True
-        Reject NaN/Inf inputs.
+    check_finite : bool, optional
+        Reject NaN/Inf inputs and scores that may overflow.  Default (None): checked for
+        numpy inputs; for torch tensors only inside :func:`structattn.debug` (the checks
+        synchronize with the host).
+    key_mask : bool array, shape (..., L), optional
+        True = a real token (the package convention: True = attend); must broadcast to
+        ``(*batch, L)``.  Masked keys get zero weight, masked query rows output zero.
 
     Returns
     -------
@@ -543,7 +624,10 @@ def mra_attention(
     numba backend; the torch/numpy core also holds the ``k`` tiles (``O(k b²)``).
     With ``num_blocks = n_b²`` the result equals exact softmax attention (both modes).
     torch: gradients flow through the exact blocks and, in ``"full"`` mode, through the
-    block means of ``q, k, v``; the selection has no gradient.
+    block means of ``q, k, v``; the selection has no gradient and is made on the device
+    (two stable sorts of the ``n_b²`` coarse scores, static shapes), so a default forward
+    and backward never synchronizes with the host; it selects the same blocks as the
+    numpy path.
 
     Examples
     --------
@@ -553,11 +637,14 @@ def mra_attention(
     >>> mra_attention(x, x, x, block_size=16, blocks_per_row=2).shape
     (2, 100, 16)
     """
+    _, L_q, L_k, _, _ = validate_attention_inputs(q, k, v, check_finite=False)
+    if L_q == 0 and L_k == 0:  # degenerate length: empty result (docs/reliability.rst)
+        return empty_attention(q, k, v, L_q, L_k)
     blk, sel, mode, be = _prepare(
         q, k, v, block_size=block_size, blocks_per_row=blocks_per_row, num_blocks=num_blocks,
         mode=mode, prior_first=prior_first, prior_diag=prior_diag,
         key_padding_mask=key_padding_mask, scale=scale, selection=selection, backend=backend,
-        check_finite=check_finite,
+        check_finite=check_finite, key_mask=key_mask, device_selection=True,
     )
     return _run(blk, sel, mode, be)
 
@@ -795,14 +882,14 @@ class MRAAttention:
                 "scale": self.scale, "backend": self.backend}
 
     def __call__(self, q: Any, k: Any, v: Any, *, key_padding_mask: Any = None,
-                 selection: BlockSelection | None = None) -> Any:
+                 selection: BlockSelection | None = None, key_mask: Any = None) -> Any:
         """Output ``(..., L, d_v)``; see :func:`mra_attention`."""
         return mra_attention(q, k, v, key_padding_mask=key_padding_mask, selection=selection,
-                             **self._kw())
+                             key_mask=key_mask, **self._kw())
 
     def approximate(self, q: Any, k: Any, *, key_padding_mask: Any = None,
                     selection: BlockSelection | None = None,
-                    check_finite: bool = True) -> MRAApproximation:
+                    check_finite: bool = True, key_mask: Any = None) -> MRAApproximation:
         """Select blocks for ``(q, k)`` and return the approximation object.
 
         Cost ``O(L d + n_b² d)``; the dense forms are computed on demand.
@@ -811,9 +898,11 @@ class MRAAttention:
         backend = kw.pop("backend")
         blk, sel, mode, be = _prepare(q, k, None, key_padding_mask=key_padding_mask,
                                       selection=selection, backend=backend,
-                                      check_finite=check_finite, **kw)
+                                      check_finite=check_finite, key_mask=key_mask, **kw)
         return MRAApproximation(blk, sel, mode, be)
 
-    def matrix(self, q: Any, k: Any, *, key_padding_mask: Any = None) -> Any:
+    def matrix(self, q: Any, k: Any, *, key_padding_mask: Any = None,
+               key_mask: Any = None) -> Any:
         """Dense approximate attention matrix ``(..., L, L)`` implied for ``(q, k)``."""
-        return self.approximate(q, k, key_padding_mask=key_padding_mask).matrix()
+        return self.approximate(q, k, key_padding_mask=key_padding_mask,
+                                key_mask=key_mask).matrix()

@@ -41,6 +41,7 @@ __all__ = [
     "num_block_rows",
     "resolve_budget",
     "select_blocks",
+    "select_flat_torch",
 ]
 
 
@@ -296,3 +297,63 @@ def _host_float64(x: Any, name: str) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or Inf values")
     return a
+
+
+def select_flat_torch(scores: Any, block_valid: Any, num_blocks: int, prior_first: int = 0,
+                      prior_diag: int = 0) -> Any:
+    """The selection of :func:`select_blocks` computed on the scores' device (torch).
+
+    Parameters
+    ----------
+    scores : torch.Tensor, shape ``(B, n_b, n_b)``
+        Coarse block scores (read as float64, no gradient).
+    block_valid : torch.Tensor of bool, shape ``(B, n_b)``, or None
+        False for block rows/columns without any valid token.
+    num_blocks : int
+        ``k`` (already validated, ``1 <= k <= n_b²``).
+    prior_first, prior_diag : int
+        Validated priors (see :func:`select_blocks`).
+
+    Returns
+    -------
+    torch.Tensor of int64, shape ``(B, k)``
+        Flat block indices ``I·n_b + J``, ascending: the same blocks as
+        :func:`select_blocks` (same float64 ranking, same total order).
+
+    Notes
+    -----
+    Static shapes only, no host synchronization: the total order (tier descending, rank
+    descending, flat index ascending) is two stable sorts of the ``n_b²`` blocks,
+    ``O(n_b² log n_b)`` per head on the device.  Non-finite scores are not checked here
+    (the inputs are checked under ``check_finite=True`` / ``structattn.debug()``).
+    """
+    import torch
+
+    s64 = scores.detach().to(torch.float64)
+    B, n = int(s64.shape[0]), int(s64.shape[-1])
+    dev = s64.device
+    if block_valid is None:
+        valid = torch.ones((B, n), dtype=torch.bool, device=dev)
+    else:
+        valid = block_valid.to(device=dev, dtype=torch.bool)
+    pair_valid = valid[:, :, None] & valid[:, None, :]
+    neg = torch.full_like(s64, -np.inf)
+    s = torch.where(pair_valid, s64, neg)
+    rowmax = s.amax(dim=-1)
+    rowmax = torch.where(torch.isfinite(rowmax), rowmax, torch.zeros_like(rowmax))
+    rank = torch.where(pair_valid, s - rowmax[:, :, None], s64)
+    tier = pair_valid.to(torch.int64)
+    if prior_first > 0 or prior_diag > 0:
+        idx = torch.arange(n, device=dev)
+        prior = (idx[:, None] < prior_first) | (idx[None, :] < prior_first)
+        if prior_diag > 0:
+            prior = prior | ((idx[:, None] - idx[None, :]).abs() <= prior_diag // 2)
+        tier = torch.where(prior[None] & pair_valid, torch.full_like(tier, 2), tier)
+    best = torch.argmax(s, dim=-1)  # first argmax: lowest column on ties
+    cover = (torch.arange(n, device=dev)[None, None, :] == best[:, :, None]) & valid[:, :, None]
+    tier = torch.where(cover, torch.full_like(tier, 3), tier)
+    order = torch.sort(rank.reshape(B, n * n), dim=-1, descending=True, stable=True).indices
+    by_tier = torch.sort(tier.reshape(B, n * n).gather(-1, order), dim=-1, descending=True,
+                         stable=True).indices
+    chosen = order.gather(-1, by_tier)[:, :num_blocks]
+    return torch.sort(chosen, dim=-1).values

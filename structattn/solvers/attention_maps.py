@@ -131,7 +131,7 @@ class SimplexAttention:
         """The row-stochastic attention matrix ``(..., L_q, L_k)``."""
         for name, a in (("q", q), ("k", k)):
             validate_float_array(a, name, min_ndim=2)
-        validate_attention_inputs(q, k, k[..., :0], check_finite=False)
+        validate_attention_inputs(q, k, k[..., :0], check_finite=False, values=False)
         return self._matrix(q, k)
 
     @property

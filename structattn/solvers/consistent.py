@@ -532,7 +532,15 @@ def _newton_solve(maps: list, pools: list[int], sizes: list[int], rhs: Any) -> A
     if _use_woodbury(maps, pools):
         return _woodbury_solve(maps, pools, rhs)
     xp = namespace(rhs)
-    return xp.linalg.solve(_hessian(maps, pools, sizes), rhs[..., None])[..., 0]
+    H = _hessian(maps, pools, sizes)
+    # saturated maps (scores ~1e3: exact zeros in p) make H singular; a Levenberg
+    # shift of a few ulps of its largest diagonal keeps the solve defined (still a
+    # descent direction for the damped Newton loop) instead of raising LinAlgError
+    n = H.shape[-1]
+    diag_max = xp.max(xp.abs(xp.linalg.diagonal(H)), axis=-1, keepdims=True)
+    shift = (4.0 * _eps(maps[0])) * (1.0 + diag_max)
+    eye = xp.eye(n, dtype=H.dtype, device=array_api_compat.device(H))
+    return xp.linalg.solve(H + shift[..., None] * eye, rhs[..., None])[..., 0]
 
 
 def _newton(scores: list, pools: list[int], tol: float, max_iter: int) -> tuple[list, int]:

@@ -44,6 +44,7 @@ from .._array import (
     validate_float_array,
     validate_same_kind,
 )
+from .._validate import check_int, check_real, reject_unknown, renamed_keyword
 from ..backends import kernel, resolve_backend
 from .simplex import ConvergenceWarning
 
@@ -100,7 +101,13 @@ class LassoResult:
 
 # ----------------------------------------------------------------- helpers
 def soft_threshold(u: Any, tau: Any) -> Any:
-    """``S_τ(u) = sign(u) · max(|u| - τ, 0)`` elementwise (numpy or torch)."""
+    """``S_τ(u) = sign(u) · max(|u| - τ, 0)`` elementwise (numpy or torch).
+
+    ``τ``: a finite number ``>= 0`` or an array of them broadcasting against ``u`` (a
+    negative scalar threshold would enlarge ``|u|``: refused with a ``ValueError``).
+    """
+    if isinstance(tau, numbers.Real):
+        tau = check_real(tau, "tau", minimum=0.0)
     xp = namespace(u)
     return xp.sign(u) * xp.clip(xp.abs(u) - tau, min=0.0)
 
@@ -391,7 +398,7 @@ def lasso(
     lam: float,
     *,
     method: str = "ista",
-    n_iter: int = 500,
+    max_iter: int = 500,
     tol: float = 1e-8,
     L: Any = None,
     init: Any = None,
@@ -402,6 +409,7 @@ def lasso(
     warn: bool = True,
     backend: str = "auto",
     check_finite: bool = True,
+    **deprecated: Any,
 ) -> LassoResult:
     """Column-wise lasso ``min_Z ½||X - D Z||_F² + λ||Z||₁``.
 
@@ -416,13 +424,14 @@ def lasso(
         ``λ >= 0``.
     method : {"ista", "fista", "lca_euler", "lca_rk4"}
         Iteration (module docstring).
-    n_iter : int
+    max_iter : int
         Maximum number of iterations (integrator steps for LCA).
     tol : float
         Target of the scaled KKT residual (:class:`LassoResult`).  The loop stops when
         the scaled prox-gradient step ``L·||Z_{t+1} - Y_t||_∞ / ||DᵀX||_∞`` (per column)
         falls below ``tol/4``, which bounds the KKT residual by ``tol/2`` for ISTA/FISTA
-        with ``L ≥ ||DᵀD||₂``.  ``tol = 0`` runs exactly ``n_iter`` iterations.
+        with ``L ≥ ||DᵀD||₂``.  ``tol = 0`` runs exactly ``max_iter`` iterations
+        (``n_iter=`` is the deprecated name of this keyword).
     L : None, "power", "rowsum" or float
         Step constant (step ``1/L``), per batch element, gradient stopped.  ``None``:
         the exact ``||DᵀD||₂`` (eigenvalues of the ``k x k`` Gram); ``"power"``: 100 power
@@ -477,12 +486,12 @@ def lasso(
     ValueError
         ``lam < 0`` or non-finite, row counts of ``D`` and ``X`` differ, batch
         dimensions do not broadcast, a zero column in ``D``, NaN/Inf, bad ``method``,
-        ``L``, ``init``, ``shrink``, ``n_iter``, ``tol`` or ``dt``.
+        ``L``, ``init``, ``shrink``, ``max_iter``, ``tol`` or ``dt``.
 
     Warns
     -----
     ConvergenceWarning
-        When ``kkt_residual > tol`` after ``n_iter`` iterations (the result is returned).
+        When ``kkt_residual > tol`` after ``max_iter`` iterations (the result is returned).
 
     Notes
     -----
@@ -502,8 +511,10 @@ def lasso(
     if grad == "implicit" and shrink != "soft":
         raise ValueError("grad='implicit' needs shrink='soft' (the GELU shrink is no prox)")
     shrink_fn = soft_threshold if shrink == "soft" else gelu_shrink
-    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
-        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
+    n_iter = check_int(
+        renamed_keyword(deprecated, "n_iter", "max_iter", max_iter, 500, "lasso"), "max_iter"
+    )
+    reject_unknown(deprecated, "lasso")
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise ValueError(f"tol must be a real number >= 0, got {tol!r}")
     if isinstance(dt, bool) or not isinstance(dt, numbers.Real) or not 0 < dt <= 2:
@@ -588,7 +599,7 @@ def lasso(
     if warn and not converged:
         warnings.warn(
             f"lasso ({method}) stopped after {n_done} iterations with scaled KKT residual "
-            f"{kkt:.3g} > tol={tol:.3g} (duality gap {gap:.3g}); increase n_iter, use "
+            f"{kkt:.3g} > tol={tol:.3g} (duality gap {gap:.3g}); increase max_iter, use "
             "method='fista', or loosen tol",
             ConvergenceWarning,
             stacklevel=2,

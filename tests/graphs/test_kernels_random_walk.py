@@ -137,7 +137,7 @@ def test_halting_probability_outside_open_unit_interval_raises(p):
 
 def test_other_invalid_arguments_raise():
     W = weighted_graph()
-    with pytest.raises(ValueError, match="num_walks must be a positive int"):
+    with pytest.raises(ValueError, match="num_walks must be an integer >= 1"):
         RandomWalkMask(W, 0, 0.5, MOD, seed=0)
     with pytest.raises(ValueError, match="modulation must be a non-empty 1-D sequence"):
         RandomWalkMask(W, 4, 0.5, [], seed=0)

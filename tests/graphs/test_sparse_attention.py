@@ -218,7 +218,7 @@ def test_bad_inputs():
         sparse_attention(q, k, v, hypercube(10), backend="torch")
     with pytest.raises(TypeError, match="causal must be a bool"):
         sparse_attention(q, k, v, hypercube(10), causal=1)
-    with pytest.raises(ValueError, match="scale must be finite"):
+    with pytest.raises(ValueError, match="scale must be a finite number"):
         sparse_attention(q, k, v, hypercube(10), scale=float("inf"))
 
 

@@ -507,7 +507,7 @@ def test_bad_other_arguments():
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="mode must be one of"):
         mra_attention(q, k, v, block_size=16, blocks_per_row=2, mode="dense")
-    with pytest.raises(ValueError, match="prior_first must be a non-negative int"):
+    with pytest.raises(ValueError, match="prior_first must be an integer >= 0"):
         mra_attention(q, k, v, block_size=16, blocks_per_row=2, prior_first=-1)
     sel = MRAAttention(block_size=8, blocks_per_row=2).approximate(q, k).selection
     with pytest.raises(ValueError, match="selection was made for batch"):

@@ -223,8 +223,8 @@ def test_half_precision_autograd():
 
 # ------------------------------------------------------------- convergence
 def test_bisection_warns_when_budget_too_small():
-    with pytest.warns(ConvergenceWarning, match="increase n_iter"):
-        p = entmax(X, 1.3, n_iter=5)
+    with pytest.warns(ConvergenceWarning, match="increase max_iter"):
+        p = entmax(X, 1.3, max_iter=5)
     np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-12)  # still renormalised
 
 
@@ -235,7 +235,7 @@ def test_bisection_default_budget_reaches_tolerance_silently():
         warnings.simplefilter("error")
         entmax(RNG.standard_normal((2, 1000)), 1.3)
         entmax(torch.randn(2, 1000, dtype=torch.float32), 4.0)
-        entmax(X, 1.3, n_iter=20, tol=1e-5)
+        entmax(X, 1.3, max_iter=20, tol=1e-5)
 
 
 # ------------------------------------------------------------- bad input
@@ -291,7 +291,7 @@ def test_zero_length_axis_rejected():
         softmax(np.zeros((3, 0)))
 
 
-@pytest.mark.parametrize("kwargs", [{"n_iter": 0}, {"tol": 0.0}, {"tol": np.nan},
+@pytest.mark.parametrize("kwargs", [{"max_iter": 0}, {"tol": 0.0}, {"tol": np.nan},
                                     {"method": "newton"}])
 def test_bad_solver_options_rejected(kwargs):
     name = next(iter(kwargs))

@@ -231,7 +231,7 @@ def test_minilm_inputs_path_with_a_stand_in_module(monkeypatch):
     records = run_study(["performer", "linear-elu"], lengths=(16,), inputs="minilm",
                         minilm_layer=2, seeds=(1,), causal=False, dtype="float32",
                         repeats=1)
-    assert calls == [(16, 2, 1, "float32")]
+    assert calls == [(16, 2, 1, "float64")]  # loaded in float64, cast to the dtype
     assert records and all(r["inputs"] == "minilm" for r in records)
     assert all(np.isfinite(r["rel_error"]) for r in records)  # dim = d_head = 6 from data
 

@@ -10,10 +10,11 @@ A task owns its ``b`` output rows; with ``s`` selected blocks in its block row i
 2. builds the *transposed* score block ``Sᵀ`` (``s b`` keys x ``b`` queries): block
    ``J``'s slice ``K_J Q_sᵀ`` is one product written to contiguous rows (BLAS ``gemm``
    through ``np.dot``, or BLAS-free loops, see ``TILE_PRODUCTS``) — no key block is
-   copied or gathered; padded keys get a large negative finite value;
-3. takes the exact maximum of every query column over all selected keys,
-   exponentiates (float32: a vectorised ``exp``, see below; float64: ``math.exp``) and
-   sums the columns;
+   copied or gathered; a per-task key-validity buffer records the padded keys;
+3. takes the exact maximum of every query column over the *valid* selected keys (no
+   sentinel value: a task with no valid key has no fine part, whatever the magnitude of
+   the scores), exponentiates (float32: a vectorised ``exp``, see below; float64:
+   ``math.exp``; padded keys get weight exactly 0) and sums the columns;
 4. accumulates ``Σ_J (Sᵀ_J)ᵀ V_J`` (one product per block);
 
 then merges with the coarse row of block row ``I`` by log-sum-exp rescaling and divides.
@@ -51,15 +52,14 @@ TILE_PRODUCTS = "blas"
 #: more).
 PARALLEL_MIN_WORK = 1 << 21
 
-#: Finite stand-in for ``-inf`` inside the kernel (padded keys, empty rows): keeps every
-#: value finite so the fastmath helpers may vectorise max-reductions.
-_NEG = -3.0e38
-_EMPTY = -1.0e38  # a row maximum below this means "no valid key"
-
 
 @numba.njit(cache=True, fastmath=True)
-def _exp_shifted_f32(ST, m, ibuf, z):  # pragma: no cover - compiled
-    """``ST[c, r] = exp(ST[c, r] - m[r])`` (float32, vectorised) in place; ``z`` = sums."""
+def _exp_shifted_f32(ST, m, ibuf, z, kval=None):  # pragma: no cover - compiled
+    """``ST[c, r] = exp(ST[c, r] - m[r])`` (float32, vectorised) in place; ``z`` = sums.
+
+    Keys with ``kval[c]`` False (when given) get weight exactly 0 (their ``ST`` row must
+    be finite).
+    """
     nk, b = ST.shape
     lo = np.float32(-87.0)
     log2e = np.float32(1.4426950408889634)
@@ -90,6 +90,9 @@ def _exp_shifted_f32(ST, m, ibuf, z):  # pragma: no cover - compiled
             ST[c, r] = p
             ibuf[c, r] = ((np.int32(n) + np.int32(127)) << np.int32(23)) if keep else \
                 np.int32(0)
+        if kval is not None and not kval[c]:  # padded key: 2^n = 0
+            for r in range(b):
+                ibuf[c, r] = np.int32(0)
     two_n = ibuf[:nk].view(np.float32)
     for r in range(b):
         z[r] = 0.0
@@ -101,27 +104,44 @@ def _exp_shifted_f32(ST, m, ibuf, z):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=False)
-def _exp_shifted_libm(ST, m, z):  # pragma: no cover - compiled
-    """``ST[c, r] = exp(ST[c, r] - m[r])`` with ``math.exp`` (float64 path); ``z`` = sums."""
+def _exp_shifted_libm(ST, m, kval, z):  # pragma: no cover - compiled
+    """``ST[c, r] = exp(ST[c, r] - m[r])`` with ``math.exp`` (float64 path); ``z`` = sums.
+
+    Keys with ``kval[c]`` False get weight exactly 0.
+    """
     nk, b = ST.shape
     for r in range(b):
         z[r] = 0.0
     for c in range(nk):
-        for r in range(b):
-            w = math.exp(ST[c, r] - m[r])
-            ST[c, r] = w
-            z[r] += w
+        if kval[c]:
+            for r in range(b):
+                w = math.exp(ST[c, r] - m[r])
+                ST[c, r] = w
+                z[r] += w
+        else:
+            for r in range(b):
+                ST[c, r] = 0.0
 
 
 @numba.njit(cache=True, fastmath=True)
-def _column_max(ST, m):  # pragma: no cover - compiled
-    """``m[r] = max_c ST[c, r]`` (all values finite: padded keys hold ``_NEG``)."""
+def _column_max(ST, kval, m):  # pragma: no cover - compiled
+    """``m[r] = max(ST[c, r] for valid keys c)``; returns the number of valid keys.
+
+    Only valid keys are read (their scores are finite), so no sentinel value is needed;
+    ``m`` is left unset when there is no valid key.
+    """
     nk, b = ST.shape
-    for r in range(b):
-        m[r] = ST[0, r]
-    for c in range(1, nk):
-        for r in range(b):
-            m[r] = max(m[r], ST[c, r])
+    nv = 0
+    for c in range(nk):
+        if kval[c]:
+            if nv == 0:
+                for r in range(b):
+                    m[r] = ST[c, r]
+            else:
+                for r in range(b):
+                    m[r] = max(m[r], ST[c, r])
+            nv += 1
+    return nv
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -152,7 +172,7 @@ def _loops_pv(P, vJ, acc):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, fastmath=False)
 def _block_row(t, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
-               qs, sbuf, ibuf, acc, tmp, mrow, zrow, masked, blas,
+               qs, sbuf, ibuf, kval, acc, tmp, mrow, zrow, masked, blas,
                fast_exp):  # pragma: no cover - compiled
     n, b, d = qb.shape[1], qb.shape[2], qb.shape[3]
     dv = vb.shape[3]
@@ -170,7 +190,6 @@ def _block_row(t, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
             for x in range(d):
                 qs[r, x] = qI[r, x] * scale
         ST = sbuf[:nk * b].reshape((nk, b))
-        neg = ST.dtype.type(_NEG)
         for p in range(p0, p1):
             J = indices[bi, p]
             o = (p - p0) * b
@@ -178,34 +197,38 @@ def _block_row(t, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
                 np.dot(kb[bi, J], qs.T, ST[o:o + b])
             else:
                 _loops_kq(kb[bi, J], qs, ST[o:o + b])
-            if masked:
-                for x in range(b):
-                    if not valid[bi, J, x]:
-                        for r in range(b):
-                            ST[o + x, r] = neg
-        _column_max(ST, mrow)
-        for r in range(b):
-            if mrow[r] < _EMPTY:  # no valid key: all entries _NEG, weights become 0
+            for x in range(b):
+                kval[o + x] = valid[bi, J, x] if masked else True
+        nv = _column_max(ST, kval[:nk], mrow)
+        if nv == 0:  # no valid key among the selected blocks: no fine part
+            for r in range(b):
                 mrow[r] = 0.0
-        if fast_exp:
-            _exp_shifted_f32(ST, mrow, ibuf, zrow)
+                zrow[r] = 0.0
         else:
-            _exp_shifted_libm(ST, mrow, zrow)
-        for p in range(p0, p1):
-            J = indices[bi, p]
-            o = (p - p0) * b
-            if blas:
-                if p == p0:
-                    np.dot(ST[o:o + b].T, vb[bi, J], acc)
-                else:
-                    np.dot(ST[o:o + b].T, vb[bi, J], tmp)
-                    for r in range(b):
-                        for e in range(dv):
-                            acc[r, e] += tmp[r, e]
+            if nv < nk:  # padded keys: finite placeholders (x = 0), weight 0 in the exp
+                for c in range(nk):
+                    if not kval[c]:
+                        for r in range(b):
+                            ST[c, r] = mrow[r]
+            if fast_exp:
+                _exp_shifted_f32(ST, mrow, ibuf, zrow, kval[:nk])
             else:
-                if p == p0:
-                    acc[:, :] = 0.0
-                _loops_pv(ST[o:o + b], vb[bi, J], acc)
+                _exp_shifted_libm(ST, mrow, kval[:nk], zrow)
+            for p in range(p0, p1):
+                J = indices[bi, p]
+                o = (p - p0) * b
+                if blas:
+                    if p == p0:
+                        np.dot(ST[o:o + b].T, vb[bi, J], acc)
+                    else:
+                        np.dot(ST[o:o + b].T, vb[bi, J], tmp)
+                        for r in range(b):
+                            for e in range(dv):
+                                acc[r, e] += tmp[r, e]
+                else:
+                    if p == p0:
+                        acc[:, :] = 0.0
+                    _loops_pv(ST[o:o + b], vb[bi, J], acc)
     # merge with the coarse row of block I and divide
     for r in range(b):
         if not valid[bi, I, r]:
@@ -253,13 +276,14 @@ def _worker(w, nw, max_nk, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc
     qs = np.empty((b, d), dtype=dt)
     sbuf = np.empty(max_nk * b, dtype=dt)
     ibuf = np.empty((max_nk, b), dtype=np.int32)
+    kval = np.empty(max_nk, dtype=np.bool_)
     acc = np.empty((b, dv), dtype=dt)
     tmp = np.empty((b, dv), dtype=dt)
     mrow = np.empty(b, dtype=dt)
     zrow = np.empty(b, dtype=dt)
     for t in range(w, B * n, nw):  # interleaved: balances rows of different lengths
         _block_row(t, qb, kb, vb, valid, indptr, indices, scale, Nc, Zc, mc, out,
-                   qs, sbuf, ibuf, acc, tmp, mrow, zrow, masked, blas, fast_exp)
+                   qs, sbuf, ibuf, kval, acc, tmp, mrow, zrow, masked, blas, fast_exp)
 
 
 @numba.njit(cache=True, parallel=True, fastmath=False)

@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..._array import as_generator
+from ..._validate import (
+    check_int,
+    check_probability,
+    check_seed,
+    reject_unknown,
+    renamed_keyword,
+)
 from ...masks.base import Mask
 from ._adjacency import SparseOperator, as_adjacency, check_length, linear_autograd
 
@@ -40,14 +46,15 @@ def sample_walk_features(
     num_walks: int,
     halting_prob: float,
     modulation: np.ndarray,
-    rng: np.random.Generator,
+    seed: Any = None,
+    **deprecated: Any,
 ) -> sp.csr_array:
     """One GRF feature matrix ``Ψ`` (``n x n`` CSR, ``E[Ψ] = Σ_ℓ f_ℓ W^ℓ``).
 
     All ``n·num_walks`` walks advance together (vectorised numpy); a walk also stops after
     ``len(modulation) − 1`` steps, beyond which it would deposit nothing.  The random
     draws per step are one uniform for halting and one for the neighbour choice of every
-    live walk, in a fixed order: deterministic given ``rng``.
+    live walk, in a fixed order: deterministic given ``seed``.
 
     Parameters
     ----------
@@ -58,12 +65,20 @@ def sample_walk_features(
         In ``(0, 1)``.
     modulation : ndarray, shape (K + 1,)
         ``f_0 … f_K``.
-    rng : numpy.random.Generator
+    seed : int, numpy SeedSequence or Generator
+        Source of the draws (a Generator is advanced in place).  ``rng=`` is the
+        deprecated name of this keyword.
 
     Returns
     -------
     scipy.sparse.csr_array, shape (n, n)
     """
+    seed = renamed_keyword(deprecated, "rng", "seed", seed, None, "sample_walk_features")
+    reject_unknown(deprecated, "sample_walk_features")
+    rng = check_seed(seed)
+    num_walks = check_int(num_walks, "num_walks")
+    halting_prob = check_probability(halting_prob, "halting_prob", allow_zero=False,
+                                     allow_one=False)
     n = W.shape[0]
     indptr, indices, data = W.indptr, W.indices, W.data
     deg = np.diff(indptr)
@@ -157,18 +172,13 @@ class RandomWalkMask(Mask):
         W = as_adjacency(graph)
         n = W.shape[0]
         check_length(n, length)
-        if isinstance(num_walks, bool) or not isinstance(num_walks, (int, np.integer)) \
-                or num_walks < 1:
-            raise ValueError(f"num_walks must be a positive int, got {num_walks!r}")
-        if isinstance(halting_prob, bool) or not isinstance(
-            halting_prob, (int, float, np.integer, np.floating)
-        ) or not (0.0 < float(halting_prob) < 1.0):
-            raise ValueError(
-                "halting_prob must be a probability strictly between 0 and 1 (0 never "
-                f"halts, 1 never leaves the start node), got {halting_prob!r}"
-            )
+        num_walks = check_int(num_walks, "num_walks")
+        halting_prob = check_probability(
+            halting_prob, "halting_prob", allow_zero=False, allow_one=False,
+            why="(0 never halts, 1 never leaves the start node)",
+        )
         f = _check_modulation(modulation)
-        rng = as_generator(seed)
+        rng = check_seed(seed)
         psi = sample_walk_features(W, int(num_walks), float(halting_prob), f, rng)
         psi_prime = sample_walk_features(W, int(num_walks), float(halting_prob), f, rng)
         object.__setattr__(self, "num_nodes", n)

@@ -115,6 +115,16 @@ class TreeDistanceMask(Mask):
 
     def __init__(self, tree: Any, decay: Any, *, root: int = 0,
                  length: int | None = None) -> None:
+        if hasattr(tree, "is_multigraph") and not hasattr(tree, "to_scipy") and (
+            tree.is_multigraph() and tree.number_of_edges() != len(
+                {(u, v) if tree.is_directed() else frozenset((u, v)) for u, v in tree.edges()}
+            )
+        ):
+            raise ValueError(
+                "tree must be a simple graph: got a networkx multigraph with parallel edges "
+                "(their lengths would be summed, e.g. a duplicated edge counted as length "
+                "2); pass networkx.Graph(tree) or give each edge once"
+            )
         if hasattr(tree, "is_directed") and not hasattr(tree, "to_scipy") and tree.is_directed():
             tree = tree.to_undirected()
         W = as_adjacency(tree, "tree")

@@ -1,0 +1,34 @@
+"""The ``inversion-digits`` task study, quick mode (TinyViT with swapped attentions)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+from structattn.studies.tasks import run_task, task_registry
+
+
+def test_inversion_digits_quick(tmp_path):
+    assert "inversion-digits" in task_registry()
+    result = run_task("inversion-digits", quick=True, out_dir=tmp_path)
+    models = {r["model"] for r in result.records}
+    assert models == {"mlp", "vit-softmax", "vit-performer", "vit-mra", "mlp (seed+1)",
+                      "vit-softmax (seed+1)"}
+    assert len(result.records) == 6 * 10
+    for r in result.records:
+        assert 0.0 <= r["p_target"] <= 1.0 and 0.0 <= r["judge_p_target"] <= 1.0
+        assert 0 <= r["judge_pred"] < 10 and r["class"] in range(10)
+        if r["model"] in ("mlp", "vit-softmax"):
+            assert r["corr_exact"] is None
+        else:
+            assert -1.0 <= r["corr_exact"] <= 1.0 and math.isfinite(r["corr_exact"])
+    assert [p.name for p in result.figures] == ["inversion_digits_seed0.png"]
+    assert (tmp_path / "inversion_digits_seed0.png").stat().st_size > 1000
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["native_size"] == 8 and meta["quick"] is True
+    assert "| vit-mra |" in result.summary and "Judge test accuracy" in result.summary

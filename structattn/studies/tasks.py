@@ -62,6 +62,8 @@ TASK_MODULES: tuple[str, ...] = (
     "structattn.studies.attention_patterns",
     "structattn.studies.vit_digits",
     "structattn.studies.inversion_digits",
+    "structattn.studies.pbt_attention",
+    "structattn.studies.pbt_digits",
 )
 
 

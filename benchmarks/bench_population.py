@@ -1,0 +1,127 @@
+"""Vectorized populations vs a loop vs one member (issue 17).
+
+Usage::
+
+    python benchmarks/bench_population.py [--quick] [--threads N]
+
+For ``P`` in {1, 2, 4, …, 64} members that differ in one batchable hyper-parameter,
+time (a) the loop of ``P`` calls, (b) one vectorized call
+(:func:`structattn.population.population_map`), (c) a single member's call; report
+
+* ``speedup(P) = T_loop(P) / T_vec(P)`` (target on small problems: ``speedup(32) >= 3``;
+  on large problems: ``>= 0.9``, never materially slower than the loop);
+* ``overhead(P) = T_vec(P) / T_single`` (``≈ P`` when compute bound on a CPU; the
+  paper's "little more than one member" is an accelerator claim).
+
+Operators: exact softmax over a temperature grid, FAVOR+ (m = 128) over per-member
+seeds, FAVOR+ with a decayed causal mask over a ``γ`` grid.  Problems: small
+(L = 128, d = 32) with P up to 64, large (L = 4096, d = 64) with P up to 8 (P = 64 would
+need 4 GiB of float32 softmax weights per call).  float32, one head, numpy and torch.
+Per-call times are medians of CPU time of this process (``time.process_time``; the wall
+clock is recorded too), after one warm-up call, with ``--threads`` threads (default 1).
+A JSON record is written under ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from functools import partial
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _harness as H
+
+SIZES = {"small": (128, 32), "large": (4096, 64)}
+M = 128
+
+
+def _timed(fn, repeats: int) -> dict:
+    fn()  # warm-up
+    walls, cpus = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return {"cpu_s": statistics.median(cpus), "wall_s": statistics.median(walls),
+            "cpu_times_s": cpus, "wall_times_s": walls}
+
+
+def _grid(method: str, P: int) -> tuple[str, dict, dict]:
+    import numpy as np
+
+    if method == "softmax":
+        return "exact", {"scale": np.linspace(0.05, 0.3, P)}, {}
+    if method == "favor":
+        return "performer", {"seed": np.arange(P)}, {"num_features": M}
+    return "performer", {"gamma": np.linspace(0.99, 0.999, P)}, {"num_features": M, "seed": 0}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    pops = {"small": (1, 2, 4, 8, 16, 32, 64), "large": (1, 2, 4, 8)}
+    if args.quick:
+        pops = {"small": (1, 4, 32), "large": ()}
+    config = {"quick": args.quick, "threads": args.threads, "sizes": SIZES, "m": M,
+              "populations": pops, "dtype": "float32"}
+    rec = H.Record("population", config)
+    import numpy as np
+    import torch
+
+    from structattn.population import population_map
+
+    torch.set_num_threads(args.threads)  # after Record(): it resets thread counts
+    rows = []
+    for size, (L, d) in SIZES.items():
+        if not pops[size]:
+            continue
+        rng = np.random.default_rng(0)
+        base = [rng.standard_normal((1, L, d)).astype(np.float32) * 0.5 for _ in range(3)]
+        for backend in ("numpy", "torch"):
+            qkv = base if backend == "numpy" else [torch.from_numpy(x) for x in base]
+            for method in ("softmax", "favor", "decay"):
+                name, _, fixed = _grid(method, 1)
+                repeats = 3 if size == "small" else 1
+                one_grid = _grid(method, 1)[1]
+                single = _timed(partial(population_map, name, one_grid, *qkv,
+                                        vectorize=False, **fixed), repeats)
+                with torch.no_grad():
+                    for P in pops[size]:
+                        _, grid, fixed = _grid(method, P)
+                        loop = _timed(partial(population_map, name, grid, *qkv,
+                                              vectorize=False, **fixed), repeats)
+                        vec = _timed(partial(population_map, name, grid, *qkv,
+                                             vectorize=True, **fixed), repeats)
+                        speedup = loop["cpu_s"] / vec["cpu_s"]
+                        overhead = vec["cpu_s"] / single["cpu_s"]
+                        rec.add_measurement({"size": size, "L": L, "d": d, "backend": backend,
+                                             "method": method, "P": P, "loop": loop,
+                                             "vectorized": vec, "single": single})
+                        rows.append([size, backend, method, P, loop["cpu_s"], vec["cpu_s"],
+                                     speedup, overhead])
+                        print(f"{size:5s} {backend:5s} {method:7s} P={P:3d} "
+                              f"loop {loop['cpu_s']:.4f}s vec {vec['cpu_s']:.4f}s "
+                              f"speedup {speedup:5.2f} overhead {overhead:6.2f}", flush=True)
+    rec.add_table(
+        "population", "Population of P members: loop vs one vectorized call",
+        ["size", "backend", "method", "P", "loop (s)", "vectorized (s)", "speedup",
+         "overhead vs 1"], rows,
+        notes=["small: L = 128, d = 32; large: L = 4096, d = 64; one head, float32; "
+               "softmax: temperature grid; favor: FAVOR+ m = 128, per-member seeds; "
+               "decay: FAVOR+ m = 128 with a decayed causal mask, γ grid.",
+               "speedup = T_loop / T_vec (targets: >= 3 at P = 32 on small problems, "
+               ">= 0.9 on large ones); overhead = T_vec / T_single (1 member).",
+               f"time: median CPU seconds of this process per call, {args.threads} "
+               "thread(s), after a warm-up call."])
+    print(rec.write())
+
+
+if __name__ == "__main__":
+    main()

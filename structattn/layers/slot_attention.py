@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._debug import resolve_check_finite
 from ..objects import inverted_attention
 from ._common import check_input, check_positive_float, check_positive_int
 
@@ -89,7 +90,7 @@ class SlotAttention(nn.Module):
 
     def forward(self, inputs: torch.Tensor, *, slots: torch.Tensor | None = None,
                 generator: torch.Generator | None = None, return_weights: bool = False,
-                check_finite: bool = True) -> Any:
+                check_finite: bool | None = None) -> Any:
         """Run the slot refinement.
 
         Parameters
@@ -103,8 +104,9 @@ class SlotAttention(nn.Module):
             Random source for the initial slots.
         return_weights : bool
             Also return the last step's attention weights ``(..., n, K)`` (columns sum 1).
-        check_finite : bool
-            Scan the inputs for NaN/Inf.
+        check_finite : bool or None
+            Scan the inputs for NaN/Inf (None: only inside :func:`structattn.debug`, so
+            the default forward never synchronizes with the host).
 
         Returns
         -------
@@ -112,7 +114,8 @@ class SlotAttention(nn.Module):
         weights : Tensor (..., n, K)
             Only with ``return_weights=True``.
         """
-        check_input(inputs, "inputs", self.input_dim, check_finite=check_finite, like=self)
+        check_input(inputs, "inputs", self.input_dim,
+                    check_finite=resolve_check_finite(check_finite, inputs), like=self)
         batch = tuple(inputs.shape[:-2])
         if slots is None:
             slots = self.initial_slots(batch, generator=generator)

@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .._debug import resolve_check_finite
 from ..attention import SoftmaxAttention
 from ._common import check_choice, check_input, check_positive_float, check_positive_int
 from .flash import FLASH
@@ -241,8 +242,9 @@ class TinyViT(nn.Module):
         ``coeffs = nn.Parameter(torch.zeros(2g_h - 1, 2g_w - 1))`` of a learnable
         ``GridRPE(grid, coeffs, log=True)``); they are kept in
         :attr:`attention_parameters` so ``model.parameters()`` (and optimizers) see them.
-    check_finite : bool, default True
-        Reject NaN/Inf images.
+    check_finite : bool or None, default None
+        Reject NaN/Inf images.  None: only inside :func:`structattn.debug` (a check on a
+        tensor synchronizes with the host, so the default forward never does).
 
     Attributes
     ----------
@@ -284,7 +286,7 @@ class TinyViT(nn.Module):
                  channels: int = 1, mlp_ratio: float = 2.0, pool: str = "cls",
                  head_dim: int | None = None,
                  attention_parameters: Iterable[nn.Parameter] = (),
-                 check_finite: bool = True) -> None:
+                 check_finite: bool | None = None) -> None:
         super().__init__()
         if isinstance(image_size, (tuple, list)):
             if len(image_size) != 2:
@@ -310,8 +312,8 @@ class TinyViT(nn.Module):
             head_dim = self.dim // self.heads
         self.head_dim = check_positive_int(head_dim, "head_dim")
         mlp_dim = max(1, round(check_positive_float(mlp_ratio, "mlp_ratio") * self.dim))
-        if not isinstance(check_finite, bool):
-            raise TypeError(f"check_finite must be a bool, got {check_finite!r}")
+        if check_finite is not None and not isinstance(check_finite, bool):
+            raise TypeError(f"check_finite must be a bool or None, got {check_finite!r}")
         self.check_finite = check_finite
         self.grid_shape = (hw[0] // self.patch_size, hw[1] // self.patch_size)
         self.num_patches = self.grid_shape[0] * self.grid_shape[1]
@@ -437,7 +439,8 @@ class TinyViT(nn.Module):
             raise TypeError(f"x ({x.dtype}, {x.device}) must have the dtype and device of "
                             f"the model's parameters ({p.dtype}, {p.device}); call "
                             f"model.to(x.dtype) first")
-        check_input(patches, "x", patches.shape[-1], check_finite=self.check_finite)
+        check_input(patches, "x", patches.shape[-1],
+                    check_finite=resolve_check_finite(self.check_finite, patches))
         gate = self._gate(head_gate, patches.shape[0])
         t = self.patch_embed(patches)
         if patch_mask is not None:

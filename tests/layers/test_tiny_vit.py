@@ -224,8 +224,14 @@ def test_bad_inputs():
         model(torch.rand(2, 1, 6, 6))
     with pytest.raises(TypeError, match="dtype"):
         model(torch.rand(2, 1, 8, 8, dtype=torch.float64))
-    with pytest.raises(ValueError, match="NaN"):
+    # NaN images are refused inside structattn.debug() or with check_finite=True; the
+    # default forward performs no data-dependent (host-synchronizing) check
+    import structattn
+
+    with structattn.debug(), pytest.raises(ValueError, match="NaN"):
         model(torch.full((2, 1, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match="NaN"):
+        TinyViT(8, 2, 16, 1, 2, 10, check_finite=True)(torch.full((2, 1, 8, 8), float("nan")))
     with pytest.raises(ValueError, match="head_gate"):
         model(torch.rand(2, 1, 8, 8), head_gate=torch.ones(2, 2))
     with pytest.raises(ValueError, match="FLASH/GAU"):

@@ -458,16 +458,6 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def print_header(title: str, info: dict[str, Any], extra: Sequence[str] = ()) -> None:
     """Print the benchmark header: machine, versions, threads, BLAS core, env vars."""
     ob = info.get("openblas") or {}
@@ -535,4 +525,4 @@ def _cell(v: Any) -> str:
 
 
 # Record-writing API (its own module; imported last: it uses the helpers above)
-from _records import RESULTS_DIR, Record, git_commit, load_state  # noqa: E402
+from _records import RESULTS_DIR, Record, _cpu_model, git_commit, load_state  # noqa: E402

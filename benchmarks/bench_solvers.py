@@ -195,7 +195,7 @@ def vars_part(lengths: list[int], repeats: int, m: int = 64) -> list[dict[str, A
                    for _ in range(3))
         for steps in (1, 4):
             t = H.time_calls(lambda steps=steps, q=q, k=k, v=v: vars_attention(
-                q, k, v, features="random", num_features=m, seed=0, n_steps=steps), repeats=repeats)
+                q, k, v, features="random", num_features=m, seed=0, steps=steps), repeats=repeats)
             rows.append({"L": L, "n_steps": steps, "m": m, "time_s": t["median_s"],
                          "times_s": t["times_s"]})
     return rows
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in (1, 4):
         e = summary[f"vars_growth_exponent_steps{s}"] = _exponent(vrows, s)
         e2 = summary[f"vars_growth_exponent_last_two_steps{s}"] = _exponent(vrows, s, True)
-        print(f"   growth exponent {lengths[0]} -> {lengths[-1]} (n_steps={s}): {e:.3f}; "
+        print(f"   growth exponent {lengths[0]} -> {lengths[-1]} (steps={s}): {e:.3f}; "
               f"{lengths[-2]} -> {lengths[-1]}: {e2:.3f} (1 = linear)")
 
     for part, rows in (("consistent", crows), ("simplex", srows), ("vars", vrows)):

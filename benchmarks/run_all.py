@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # name -> script and the extra arguments it gets (in addition to --quick)
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
+    "study": ("bench_study.py", []),
     "causal": ("bench_causal.py", []),
     "mra": ("bench_mra.py", []),
     "estimators": ("bench_estimators.py", []),
@@ -32,6 +33,8 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "graphs": ("bench_graphs.py", []),
     "rpe": ("bench_rpe.py", []),
     "decoding": ("bench_decoding.py", []),
+    "hybrid": ("bench_hybrid.py", []),
+    "population": ("bench_population.py", []),
 }
 
 

@@ -113,11 +113,11 @@ for ax, (name, p) in zip(axes, panels, strict=False):
 
 q, k, v = 0.5 * rng.standard_normal((3, 1, 64, 8))
 exact = sa.softmax_attention(q, k, v)
-y1 = vars_attention(q, k, v, features="exact_kernel", lam=0.0, n_steps=1)
+y1 = vars_attention(q, k, v, features="exact_kernel", lam=0.0, steps=1)
 print(f"VARS (exact kernel, one step) vs softmax: {relative_error(y1, exact):.1e}")
 assert relative_error(y1, exact) < 1e-12
 steps = [1, 2, 4, 8]
 dist = [relative_error(vars_attention(q, k, v, features="random", num_features=64, seed=0,
-                                      lam=0.05, n_steps=n), exact) for n in steps]
+                                      lam=0.05, steps=n), exact) for n in steps]
 for n, e in zip(steps, dist, strict=False):
     print(f"VARS (random features, lam=0.05), {n} steps: distance to softmax {e:.3f}")

@@ -21,11 +21,14 @@ __all__ = [
     "as_generator",
     "as_like",
     "describe_array",
+    "detach",
+    "device_of",
     "dtype_name",
     "index_like",
     "is_numpy",
     "is_torch",
     "namespace",
+    "to_numpy",
     "validate_attention_inputs",
     "validate_float_array",
     "validate_same_kind",
@@ -48,6 +51,32 @@ def is_numpy(x: Any) -> bool:
 def namespace(*arrays: Any):
     """Array-API namespace of ``arrays`` (numpy or torch, wrapped by array-api-compat)."""
     return array_api_compat.array_namespace(*arrays)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A numpy array of ``x`` on the host: tensors are detached and copied to the CPU.
+
+    numpy input is returned as is (``np.asarray``, no copy); a bfloat16 tensor is widened
+    exactly to float32 first (numpy has no bfloat16).  O(size) transfer for a device
+    tensor; this synchronizes with the device, so the library calls it only outside
+    the torch hot paths (plans, certificates, reports).
+    """
+    if is_torch(x):
+        x = x.detach().cpu()
+        if dtype_name(x) == "bfloat16":
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)
+
+
+def detach(x: Any) -> Any:
+    """``x`` with its autograd history dropped (torch); numpy arrays as they are."""
+    return x.detach() if is_torch(x) else x
+
+
+def device_of(x: Any) -> Any:
+    """The array-API device of ``x`` (``'cpu'`` for numpy, ``tensor.device`` for torch)."""
+    return array_api_compat.device(x)
 
 
 def dtype_name(x: Any) -> str:

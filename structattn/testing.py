@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._array import dtype_name, is_torch
+from ._array import dtype_name, is_torch, to_numpy
 from .backends import numba_available, torch_available
 
 __all__ = [
@@ -56,16 +56,6 @@ PARITY_TOLERANCES: dict[str, float] = {
     "float16": 1e-3,
     "bfloat16": 8e-3,
 }
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """A numpy copy of an array or tensor (detached, on the CPU)."""
-    if is_torch(x):
-        x = x.detach().cpu()
-        if dtype_name(x) == "bfloat16":  # numpy has no bfloat16: widen exactly
-            x = x.float()
-        return x.numpy()
-    return np.asarray(x)
 
 
 def relative_error(actual: Any, desired: Any) -> float:

@@ -301,3 +301,56 @@ def test_iteration_counts_and_seeds_have_one_name():
     with pytest.warns(DeprecationWarning, match="rng= is deprecated"):
         old = sample_walk_features(W, 3, 0.3, f, rng=np.random.default_rng(4))
     assert (new != old).nnz == 0
+
+
+# -------------------------------------- issue 13 item 4: the last keyword unifications
+def test_gridrpe_key_mask_is_the_one_boolean_mask_keyword():
+    """``GridRPE(key_mask=)`` (True = real token) as ``mra_attention(key_mask=)``;
+    ``padding=`` still works with a DeprecationWarning; both at once is a named error."""
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((2 * 3 - 1, 2 * 4 - 1))
+    real = np.ones((3, 4), dtype=bool)
+    real[2, 1:] = False
+    new = masks.GridRPE((3, 4), c, num_special=1, key_mask=real)
+    assert new.key_mask is not None
+    with pytest.warns(DeprecationWarning, match="padding= is deprecated, use key_mask="):
+        old = masks.GridRPE((3, 4), c, num_special=1, padding=real)
+    np.testing.assert_array_equal(new.to_dense(), old.to_dense())
+    dense = new.to_dense()
+    flat = np.concatenate([[True], real.ravel()])
+    assert np.all(dense[~flat] == 0) and np.all(dense[:, ~flat] == 0)
+    assert np.all(dense[np.ix_(flat, flat)] != 0)
+    with pytest.warns(DeprecationWarning, match="padding= is deprecated"):
+        logged = masks.GridRPE.from_log(c, (3, 4), padding=real)
+    np.testing.assert_array_equal(
+        logged.to_dense(), masks.GridRPE.from_log(c, (3, 4), key_mask=real).to_dense())
+    with pytest.raises(TypeError, match="pass key_mask= only"):
+        masks.GridRPE((3, 4), c, key_mask=real, padding=real)
+    with pytest.raises(ValueError, match=r"key_mask must have shape \(\.\.\., 3, 4\)"):
+        masks.GridRPE((3, 4), c, key_mask=np.ones((4, 3), dtype=bool))
+
+
+def test_vars_attention_fixed_step_count_is_steps():
+    """A fixed number of steps is ``steps`` (``max_iter`` is a convergence budget):
+    ``vars_attention(steps=)``; ``n_steps=`` still works with a DeprecationWarning."""
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((6, 4)) for _ in range(3))
+    new = solvers.vars_attention(q, k, v, features="random", num_features=8, seed=0,
+                                 lam=0.05, steps=3)
+    with pytest.warns(DeprecationWarning, match="n_steps= is deprecated, use steps="):
+        old = solvers.vars_attention(q, k, v, features="random", num_features=8, seed=0,
+                                     lam=0.05, n_steps=3)
+    np.testing.assert_array_equal(new, old)
+    one = solvers.vars_attention(q, k, v, features="random", num_features=8, seed=0,
+                                 lam=0.05, steps=1)
+    assert not np.allclose(new, one)
+    with pytest.raises(TypeError, match="pass steps= only"):
+        solvers.vars_attention(q, k, v, steps=2, n_steps=3)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        solvers.vars_attention(q, k, v, steps=0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_iter'"):
+        solvers.vars_attention(q, k, v, n_iter=3)
+    from structattn.studies.solvers import VarsAttention
+
+    op = VarsAttention(num_features=8, seed=0, steps=2)
+    assert op.steps == 2

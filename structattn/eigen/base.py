@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._array import describe_array, is_torch
-from .kernels import check_points
+from ._kernel_base import check_points
 
 __all__ = ["EigenFunctions"]
 

@@ -26,8 +26,9 @@ import numpy as np
 
 from .._array import as_generator, is_torch
 from . import _core
+from ._kernel_base import Kernel, check_points
 from .base import EigenFunctions
-from .kernels import Kernel, check_points, kernel_matmul
+from .kernels import kernel_matmul
 from .nystrom import _check_kernel, _check_rank_request
 
 __all__ = ["NeuralEF", "neuralef_surrogate_loss"]

@@ -16,8 +16,9 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from .._array import as_generator, as_like, is_torch
+from ._kernel_base import Kernel, check_points
 from .base import EigenFunctions
-from .kernels import Kernel, check_points, kernel_matmul
+from .kernels import kernel_matmul
 
 __all__ = ["DENSE_THRESHOLD", "RANK_RTOL", "nystrom"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._array import is_torch
+from .._array import is_torch, to_numpy
 from .._validate import check_int
 from ..graphs import AttentionGraph
 from ..mra.selection import BlockSelection, check_block_size, num_block_rows, select_blocks
@@ -182,10 +182,6 @@ class BlockPattern:
         return _from_pairs(h.ravel(), i.ravel(), j.ravel(), keep.ravel(), H, length)
 
 
-def _host(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
-
-
 def mra_support(q: Any, k: Any, *, block_size: int = 32, blocks_per_row: int = 4,
                 prior_diag: int = 0) -> BlockPattern:
     """MRA-2's adaptive block selection as a support (one pattern per head).
@@ -209,7 +205,7 @@ def mra_support(q: Any, k: Any, *, block_size: int = 32, blocks_per_row: int = 4
         With ``blocks`` of shape ``(*batch, n_b, n_b)``.  Cost ``O(L·d + n_b²·d)``.
     """
     b = check_block_size(block_size)
-    qh, kh = _host(q).astype(np.float64), _host(k).astype(np.float64)
+    qh, kh = to_numpy(q).astype(np.float64), to_numpy(k).astype(np.float64)
     batch, L, d = qh.shape[:-2], qh.shape[-2], qh.shape[-1]
     n = num_block_rows(L, b)
     r = check_int(blocks_per_row, "blocks_per_row", minimum=1)
@@ -253,7 +249,7 @@ def lsh_support(q: Any, k: Any, keys_per_row: int, *, num_projections: int = 8,
         One CSR per head, ``L·r`` pairs each.  Cost ``O(L·d·p + L log L)``.
     """
     rng = np.random.default_rng(seed)
-    qh, kh = _host(q).astype(np.float64), _host(k).astype(np.float64)
+    qh, kh = to_numpy(q).astype(np.float64), to_numpy(k).astype(np.float64)
     L, d = qh.shape[-2:]
     qh, kh = qh.reshape(-1, L, d), kh.reshape(-1, L, d)
     r = check_int(keys_per_row, "keys_per_row", minimum=1)
@@ -314,8 +310,8 @@ def as_support(support: Any, length: int, batch: int) -> Support:
         raise TypeError("a BlockSelection needs its block size: pass "
                         "BlockPattern.from_selection(selection, block_size)")
     elif (isinstance(support, np.ndarray) or is_torch(support)) and \
-            _host(support).dtype == bool:
-        dense = _host(support)
+            to_numpy(support).dtype == bool:
+        dense = to_numpy(support)
         if dense.ndim < 2:
             raise ValueError(f"a boolean support must be (..., L, L), got {dense.shape}")
         dense = dense.reshape(-1, *dense.shape[-2:])

@@ -37,7 +37,7 @@ from .._array import (
     validate_same_kind,
 )
 from ..backends import resolve_backend
-from ._interop import OperatorInterop
+from ._interop import OperatorInterop, _is_real_scalar
 
 __all__ = ["CostDispatch", "Mask", "StructureWarning", "generic_masked_matmul", "khatri_rao_rows"]
 
@@ -482,10 +482,6 @@ class Mask(OperatorInterop, abc.ABC):
             )
         _broadcast_batch(tuple(X.shape[:-2]), self.batch_shape, names=(name, "mask"))
         return resolve_backend(backend, X)
-
-
-def _is_real_scalar(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
 def _f64():

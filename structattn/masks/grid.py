@@ -28,158 +28,27 @@ from typing import Any
 
 import numpy as np
 
-from .. import _fft
-from .._array import as_like, describe_array, dtype_name, index_like, is_numpy, is_torch, namespace
+from .._array import as_like, describe_array, is_torch, namespace, to_numpy
+from .._validate import renamed_keyword
+from ._grid_checks import (
+    _check_float_array,
+    _check_grid_shape,
+    _check_key_mask,
+    _check_method,
+    _check_special_value,
+)
+from ._grid_numerics import (  # noqa: F401  (also imported from here by ripple.py)
+    dense_index,
+    fft_lengths,
+    grid_costs,
+    grid_dense,
+    grid_fft_apply,
+    offset_shape,
+)
+from ._grid_separable import separable_grid
 from .base import CostDispatch, Mask
-from .composition import Kronecker
-from .toeplitz import FFT_COST_FACTOR, Toeplitz
 
 __all__ = ["GridRPE", "separable_grid"]
-
-_METHODS = ("auto", "fft", "dense")
-
-
-# ----------------------------------------------------------------- grid helpers
-def _check_grid_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
-    """A non-empty tuple of positive ints (an int is a 1-D grid)."""
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
-        shape = (shape,)
-    try:
-        tup = tuple(shape)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a tuple of positive integers (grid sizes n_1, …, n_d), got "
-            f"{shape!r}"
-        ) from None
-    if not tup or any(
-        isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in tup
-    ):
-        raise ValueError(
-            f"{name} must be a non-empty tuple of positive integers (grid sizes n_1, …, "
-            f"n_d), got {shape!r}"
-        )
-    return tuple(int(n) for n in tup)
-
-
-def offset_shape(grid: Sequence[int]) -> tuple[int, ...]:
-    """``(2n_1 − 1, …, 2n_d − 1)``: the shape of a table over all grid offsets."""
-    return tuple(2 * n - 1 for n in grid)
-
-
-def fft_lengths(grid: Sequence[int]) -> tuple[int, ...]:
-    """Per-axis fast FFT lengths ``P_t >= 2n_t − 1`` (no aliasing of ± offsets)."""
-    return tuple(_fft.next_fast_length(2 * n - 1) for n in grid)
-
-
-def dense_index(grid: Sequence[int]) -> np.ndarray:
-    """``idx[i, j]``: flat position of ``f(p_i − p_j)`` in the offset table (row-major)."""
-    grid = tuple(grid)
-    pos = np.indices(grid).reshape(len(grid), -1)  # (d, Lg), row-major positions
-    idx = np.zeros((pos.shape[1], pos.shape[1]), dtype=np.int64)
-    for t, n in enumerate(grid):
-        stride = math.prod(2 * m - 1 for m in grid[t + 1:])
-        idx += (pos[t][:, None] - pos[t][None, :] + n - 1) * stride
-    return idx
-
-
-def grid_dense(c: Any, grid: Sequence[int], like: Any) -> Any:
-    """The dense ``(*batch, Lg, Lg)`` grid block from offset values ``c (*batch, 2n−1…)``."""
-    xp = namespace(like)
-    d, Lg = len(grid), math.prod(grid)
-    batch = tuple(c.shape[: c.ndim - d])
-    flat = xp.reshape(c, (*batch, math.prod(offset_shape(grid))))
-    idx = index_like(dense_index(grid).reshape(-1), like)
-    return xp.reshape(xp.take(flat, idx, axis=-1), (*batch, Lg, Lg))
-
-
-def _wrapped_kernel(c: Any, grid: Sequence[int], P: Sequence[int]) -> Any:
-    """``G[k mod P] = f(k)``: the offset table embedded in a ``P_1 x … x P_d`` torus."""
-    xp = namespace(c)
-    d = len(grid)
-    G = c
-    for t, (n, p) in enumerate(zip(grid, P, strict=True)):
-        axis = G.ndim - d + t
-        lead = (slice(None),) * axis
-        parts = [G[(*lead, slice(n - 1, None))]]  # offsets 0 … n−1
-        if p > 2 * n - 1:
-            zshape = list(G.shape)
-            zshape[axis] = p - 2 * n + 1
-            parts.append(xp.zeros(tuple(zshape), dtype=G.dtype,
-                                  **({"device": G.device} if is_torch(G) else {})))
-        parts.append(G[(*lead, slice(0, n - 1))])  # offsets −(n−1) … −1 wrap around
-        G = xp.concat(parts, axis=axis)
-    return G
-
-
-def grid_fft_apply(c: Any, X: Any, grid: Sequence[int]) -> Any:
-    """``M_g X`` for the grid block ``M_g[i, j] = c[p_i − p_j + n − 1]`` by d-dim real FFTs.
-
-    Parameters
-    ----------
-    c : array, shape (*batch, 2n_1 − 1, …, 2n_d − 1)
-    X : array, shape (..., Lg, F)
-        ``Lg = Π n_t`` rows in row-major grid order; leading dims broadcast with batch.
-
-    Returns
-    -------
-    array, shape (broadcast(..., *batch), Lg, F)
-
-    Notes
-    -----
-    Zero-pads every grid axis to ``P_t = next_fast_length(2n_t − 1)``, multiplies the
-    spectra of ``X`` and of the wrapped kernel ``G[k mod P] = f(k)`` (broadcast over the
-    columns), inverts and crops: ``O(F·ΠP_t·log ΠP_t)`` time, ``~ΠP_t·F`` memory
-    (about ``2^d`` times the input).
-    """
-    xp = namespace(X)
-    d = len(grid)
-    P = fft_lengths(grid)
-    F = X.shape[-1]
-    lead = tuple(X.shape[:-2])
-    Xg = xp.reshape(X, (*lead, *grid, F))
-    x_axes = tuple(range(-d - 1, -1))
-    spectrum = _fft.rfftn(_wrapped_kernel(c, grid, P), P, axes=tuple(range(-d, 0)))
-    Y = _fft.irfftn(spectrum[..., None] * _fft.rfftn(Xg, P, axes=x_axes), P, axes=x_axes)
-    Y = Y[(..., *(slice(0, n) for n in grid), slice(None))]
-    return xp.reshape(Y, (*Y.shape[: Y.ndim - d - 1], math.prod(grid), F))
-
-
-def grid_costs(grid: Sequence[int], F: int, batch: int = 1) -> dict[str, float]:
-    """Estimated flops of the grid block's FFT and dense products with ``F`` columns.
-
-    FFT: forward and inverse real d-dim FFTs of the padded ``F``-column block
-    (``5·P log₂P`` per column for ``P = ΠP_t``), the pointwise product, and one FFT of the
-    kernel per batch element, all scaled by :data:`~structattn.masks.toeplitz.FFT_COST_FACTOR`;
-    dense: ``2·Lg²·F``.
-    """
-    P = math.prod(fft_lengths(grid))
-    Lg = math.prod(grid)
-    logp = math.log2(max(P, 2))
-    fft = FFT_COST_FACTOR * batch * (F * (5.0 * P * logp + 4.0 * P) + 2.5 * P * logp)
-    return {"fft": fft, "dense": 2.0 * Lg * Lg * F * batch}
-
-
-def _check_float_array(x: Any, name: str) -> Any:
-    """Array-likes become numpy float64; arrays must be float32/float64 and finite."""
-    if not (is_numpy(x) or is_torch(x)):
-        if isinstance(x, (list, tuple)):
-            x = np.asarray(x, dtype=np.float64)
-        else:
-            raise TypeError(
-                f"{name} must be a numpy.ndarray or torch.Tensor, got {type(x).__name__}"
-            )
-    if dtype_name(x) not in ("float32", "float64"):
-        raise TypeError(f"{name} must be float32 or float64, got {dtype_name(x)}")
-    xp = namespace(x)
-    if not bool(xp.all(xp.isfinite(x))):
-        raise ValueError(f"{name} contains NaN or Inf values ({describe_array(x)})")
-    return x
-
-
-def _check_method(method: Any) -> str:
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
-    return method
 
 
 # ----------------------------------------------------------------------- GridRPE
@@ -191,7 +60,8 @@ class GridRPE(CostDispatch, Mask):
     preceded by ``num_special`` special (CLS) tokens: ``L = num_special + Lg``.  The grid
     block is d-level block Toeplitz; the special rows and columns are ``special_value``
     (a CLS query attends to every token, and every query attends to CLS, with that
-    weight).  Padded grid positions get zero rows and columns (``M' = D M D``).
+    weight).  Grid positions outside ``key_mask`` (padding) get zero rows and columns
+    (``M' = D M D``).
 
     Parameters
     ----------
@@ -215,10 +85,14 @@ class GridRPE(CostDispatch, Mask):
     special_value : float or array, default 1.0
         Value of every entry in a special row or column: a finite real, or an array
         broadcastable to the batch shape (e.g. one learnable CLS weight per head).
-    padding : bool array, shape (..., n_1, …, n_d), optional
-        True for real tokens, False for padding; leading dims broadcast with the batch.
-        Special tokens are always real.  Padded queries get empty mask rows, so attention
-        returns zeros for them.
+    key_mask : bool array, shape (..., n_1, …, n_d), optional
+        **True = a real token** (attended), False = padding — the library's one
+        boolean-mask convention, as ``mra_attention(key_mask=)``; leading dims broadcast
+        with the batch.  Special tokens are always real.  Padded queries get empty mask
+        rows, so attention returns zeros for them.
+    padding : bool array, optional
+        Deprecated name of ``key_mask`` (same meaning, True = real token); it still
+        works, with a ``DeprecationWarning``.  Passing both is a ``TypeError``.
     method : {"auto", "fft", "dense"}
         Algorithm for the grid block; ``"auto"`` takes the cheaper one by :meth:`cost`.
 
@@ -256,7 +130,7 @@ class GridRPE(CostDispatch, Mask):
     log: bool
     num_special: int
     special_value: Any
-    padding: Any
+    key_mask: Any
     method: str
 
     def __init__(
@@ -268,9 +142,13 @@ class GridRPE(CostDispatch, Mask):
         log: bool = False,
         num_special: int = 0,
         special_value: Any = 1.0,
+        key_mask: Any = None,
         padding: Any = None,
         method: str = "auto",
     ) -> None:
+        mask_name = _refuse_both(key_mask, padding, "GridRPE")
+        key_mask = renamed_keyword({} if padding is None else {"padding": padding}, "padding",
+                                   "key_mask", key_mask, None, "GridRPE")
         grid = _check_grid_shape(shape)
         d = len(grid)
         want = offset_shape(grid)
@@ -315,18 +193,18 @@ class GridRPE(CostDispatch, Mask):
             raise ValueError(f"num_special must be a non-negative integer, got {num_special!r}")
         batch = tuple(coeffs.shape[: coeffs.ndim - d])
         special_value, sv_batch = _check_special_value(special_value)
-        padding, pad_batch = _check_padding(padding, grid)
+        key_mask, pad_batch = _check_key_mask(key_mask, grid, mask_name)
         try:
             np.broadcast_shapes(batch, sv_batch, pad_batch)
         except ValueError:
             raise ValueError(
                 "leading (batch) dimensions do not broadcast: coeffs "
-                f"{batch}, special_value {sv_batch}, padding {pad_batch}"
+                f"{batch}, special_value {sv_batch}, {mask_name} {pad_batch}"
             ) from None
         for fld, value in (
             ("grid_shape", grid), ("coeffs", coeffs), ("log", bool(log)),
             ("num_special", int(num_special)), ("special_value", special_value),
-            ("padding", padding), ("method", _check_method(method)),
+            ("key_mask", key_mask), ("method", _check_method(method)),
         ):
             object.__setattr__(self, fld, value)
 
@@ -339,6 +217,7 @@ class GridRPE(CostDispatch, Mask):
         *,
         num_special: int = 0,
         special_value: Any = 1.0,
+        key_mask: Any = None,
         padding: Any = None,
         method: str = "auto",
     ) -> GridRPE:
@@ -347,9 +226,13 @@ class GridRPE(CostDispatch, Mask):
         ``b`` is the bias a softmax relative-position encoding would add to the logits;
         multiplying kernel attention by ``exp(b)`` is the same thing.  Attention uses
         :meth:`_normalized`, which shifts ``b`` by its maximum per batch element.
+        ``key_mask`` (deprecated name ``padding``) is as in :class:`GridRPE`.
         """
+        _refuse_both(key_mask, padding, "GridRPE.from_log")
+        key_mask = renamed_keyword({} if padding is None else {"padding": padding}, "padding",
+                                   "key_mask", key_mask, None, "GridRPE.from_log")
         return cls(shape, b, log=True, num_special=num_special, special_value=special_value,
-                   padding=padding, method=method)
+                   key_mask=key_mask, method=method)
 
     def _replace(self, **changes: Any) -> GridRPE:
         """A copy with some fields changed (no re-validation: inputs derive from valid ones)."""
@@ -359,6 +242,11 @@ class GridRPE(CostDispatch, Mask):
         return new
 
     # ---------------------------------------------------------------- structure
+    @property
+    def padding(self) -> Any:
+        """Deprecated alias of :attr:`key_mask` (True = real token)."""
+        return self.key_mask
+
     @property
     def grid_size(self) -> int:
         """Number of grid tokens ``Lg = Π n_t``."""
@@ -375,8 +263,8 @@ class GridRPE(CostDispatch, Mask):
         shapes = [tuple(self.coeffs.shape[: self.coeffs.ndim - d])]
         if not isinstance(self.special_value, float):
             shapes.append(tuple(self.special_value.shape))
-        if self.padding is not None:
-            shapes.append(tuple(self.padding.shape[: self.padding.ndim - d]))
+        if self.key_mask is not None:
+            shapes.append(tuple(self.key_mask.shape[: self.key_mask.ndim - d]))
         return tuple(np.broadcast_shapes(*shapes))
 
     @property
@@ -398,7 +286,7 @@ class GridRPE(CostDispatch, Mask):
         strides = np.cumprod((1, *grid[:0:-1]))[::-1]
         offsets = np.meshgrid(*(np.arange(-(n - 1), n) for n in grid), indexing="ij")
         upper = sum(o * int(st) for o, st in zip(offsets, strides, strict=True)) < 0
-        return bool(np.all(_to_numpy(self.coeffs)[..., upper] == 0))
+        return bool(np.all(to_numpy(self.coeffs)[..., upper] == 0))
 
     @property
     def T(self) -> GridRPE:
@@ -424,10 +312,10 @@ class GridRPE(CostDispatch, Mask):
 
     def _pad(self, like: Any) -> Any:
         """Padding as a ``(*pad_batch, Lg, 1)`` 0/1 array of ``like``'s kind (or None)."""
-        if self.padding is None:
+        if self.key_mask is None:
             return None
         d = len(self.grid_shape)
-        pad = self._param_like("padding", self.padding, like)
+        pad = self._param_like("key_mask", self.key_mask, like)
         return namespace(like).reshape(
             pad, (*pad.shape[: pad.ndim - d], self.grid_size, 1)
         )
@@ -492,7 +380,7 @@ class GridRPE(CostDispatch, Mask):
     def _costs(self, F: int) -> dict[str, float]:
         batch = max(1, math.prod(self.batch_shape))
         costs = grid_costs(self.grid_shape, F, batch)
-        extra = 4.0 * self.shape[0] * F * batch if (self.num_special or self.padding
+        extra = 4.0 * self.shape[0] * F * batch if (self.num_special or self.key_mask
                                                     is not None) else 0.0
         return {k: v + extra for k, v in costs.items()}
 
@@ -562,7 +450,7 @@ class GridRPE(CostDispatch, Mask):
         extras = []
         if self.num_special:
             extras.append(f"{self.num_special} special token(s) by column sums")
-        if self.padding is not None:
+        if self.key_mask is not None:
             extras.append("padding D M D")
         extra = f"; {', '.join(extras)}" if extras else ""
         return (f"{d}-level block Toeplitz on a {grid} grid ({what}): {d}-d real FFT, "
@@ -570,97 +458,13 @@ class GridRPE(CostDispatch, Mask):
                 f"{extra}")
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
-
-
-def _check_special_value(value: Any) -> tuple[Any, tuple[int, ...]]:
-    if is_numpy(value) or is_torch(value):
-        if dtype_name(value) not in ("float32", "float64"):
-            raise TypeError(
-                f"special_value must be a real number or a float32/float64 array, got "
-                f"{describe_array(value)}"
-            )
-        xp = namespace(value)
-        if not bool(xp.all(xp.isfinite(value))):
-            raise ValueError(f"special_value contains NaN or Inf ({describe_array(value)})")
-        return value, tuple(value.shape)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"special_value must be a real number or an array, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"special_value must be finite, got {value!r}")
-    return float(value), ()
-
-
-def _check_padding(padding: Any, grid: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
+def _refuse_both(key_mask: Any, padding: Any, where: str) -> str:
+    """The name of the boolean key mask given (``padding``: the deprecated one); both: error."""
     if padding is None:
-        return None, ()
-    if not (is_numpy(padding) or is_torch(padding)):
-        padding = np.asarray(padding)
-    if dtype_name(padding) != "bool":
+        return "key_mask"
+    if key_mask is not None:
         raise TypeError(
-            f"padding must be a boolean array (True = real token), got "
-            f"{describe_array(padding)}"
+            f"{where}: pass key_mask= only (padding= is its deprecated name, same meaning: "
+            "True = a real token)"
         )
-    d = len(grid)
-    if padding.ndim < d or tuple(padding.shape[padding.ndim - d:]) != grid:
-        raise ValueError(
-            f"padding must have shape (..., {', '.join(map(str, grid))}) (one flag per grid "
-            f"position), got shape {tuple(padding.shape)}"
-        )
-    return padding, tuple(padding.shape[: padding.ndim - d])
-
-
-def separable_grid(
-    shape: Sequence[int] | int,
-    factors: Sequence[Any],
-    *,
-    log: bool = False,
-    method: str = "auto",
-) -> Mask:
-    """Separable grid mask ``f(Δ) = Π_t f_t(Δ_t)``: a Kronecker product of Toeplitz masks.
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Grid shape ``(n_1, …, n_d)``.
-    factors : sequence of d arrays
-        ``factors[t]`` has shape ``(2n_t − 1,)``: ``factors[t][Δ_t + n_t − 1] = f_t(Δ_t)``
-        (unbatched; numpy arrays or torch tensors).
-    log : bool, default False
-        The factors are log-values: ``f_t = exp(b_t)`` (then ``f = exp(Σ_t b_t)``).
-    method : {"auto", "fft", "dense"}
-        Passed to every :class:`~structattn.masks.Toeplitz` factor.
-
-    Returns
-    -------
-    Mask
-        ``Toeplitz`` for ``d = 1``, else nested
-        ``Kronecker(T_1, Kronecker(T_2, …))`` — row-major like :class:`GridRPE`, with the
-        same matrix as ``GridRPE(shape, outer(f_1, …, f_d))``.
-
-    Notes
-    -----
-    Each factor is applied along its grid axis: ``O(L·Σ_t log n_t)`` per column with
-    FFT factors (no ``2^d`` padding blow-up), ``O(L·Σ_t n_t)`` with dense factors.
-    """
-    grid = _check_grid_shape(shape)
-    factors = list(factors)
-    if len(factors) != len(grid):
-        raise ValueError(
-            f"factors must hold one coefficient vector per grid axis ({len(grid)}), got "
-            f"{len(factors)}"
-        )
-    masks = []
-    for t, (n, c) in enumerate(zip(grid, factors, strict=True)):
-        c = _check_float_array(c, f"factors[{t}]")
-        if tuple(c.shape) != (2 * n - 1,):
-            raise ValueError(
-                f"factors[{t}] must have shape (2n_{t + 1} - 1,) = ({2 * n - 1},) for grid "
-                f"shape {grid}, got {describe_array(c)}"
-            )
-        masks.append(Toeplitz(c, log=log, method=method))
-    out = masks[-1]
-    for m in reversed(masks[:-1]):
-        out = Kronecker(m, out)
-    return out
+    return "padding"

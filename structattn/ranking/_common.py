@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._array import describe_array, is_numpy, is_torch, validate_float_array
+from .._array import to_numpy as to_numpy  # re-exported: the ranking modules import it here
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -33,13 +34,6 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """A numpy view/copy of a numpy array or torch tensor (detached, on the CPU)."""
-    if is_torch(x):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def like(result: np.ndarray, template: Any) -> Any:

@@ -34,13 +34,15 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from .._array import (
     describe_array,
+    detach,
+    device_of,
     is_torch,
     namespace,
+    to_numpy,
     validate_float_array,
     validate_same_kind,
 )
@@ -134,28 +136,20 @@ def gelu_shrink(u: Any, tau: Any) -> Any:
     return xp.sign(u) * (x * 0.5 * (1.0 + erf))
 
 
-def _dev(x: Any) -> Any:
-    return array_api_compat.device(x)
-
-
-def _detach(x: Any) -> Any:
-    return x.detach() if is_torch(x) else x
-
-
 def _lipschitz(G: Any, rule: Any) -> Any:
     """Per-batch ``L ≥ ||G||₂`` of shape (..., 1, 1), gradient stopped."""
     xp = namespace(G)
-    Gd = _detach(G)
+    Gd = detach(G)
     k = G.shape[-1]
     if isinstance(rule, numbers.Real):
-        return xp.full((*G.shape[:-2], 1, 1), float(rule), dtype=G.dtype, device=_dev(G))
+        return xp.full((*G.shape[:-2], 1, 1), float(rule), dtype=G.dtype, device=device_of(G))
     if rule == "exact":
         ev = xp.linalg.eigvalsh(Gd)
         return xp.max(ev, axis=-1, keepdims=True)[..., None]
     if rule == "rowsum":
         return xp.max(xp.sum(xp.abs(Gd), axis=-1), axis=-1, keepdims=True)[..., None]
     # power iteration on the (PSD) Gram matrix; 1% safety margin on the Rayleigh quotient
-    v = xp.ones((*G.shape[:-1], 1), dtype=G.dtype, device=_dev(G)) / math.sqrt(k)
+    v = xp.ones((*G.shape[:-1], 1), dtype=G.dtype, device=device_of(G)) / math.sqrt(k)
     for _ in range(100):
         w = Gd @ v
         v = w / xp.clip(xp.linalg.vector_norm(w, axis=-2, keepdims=True), min=_TINY)
@@ -208,7 +202,7 @@ def _solve_array(
     """Unrolled iterations on whole (..., k, c) arrays; stops when every column has."""
     xp = namespace(G)
     thr = lam / L
-    scale = xp.clip(xp.max(xp.abs(_detach(B)), axis=-2, keepdims=True), min=_TINY)
+    scale = xp.clip(xp.max(xp.abs(detach(B)), axis=-2, keepdims=True), min=_TINY)
     hist: list[float] | None = [] if xx is not None else None
     Z = Z0
     Y = Z0
@@ -249,106 +243,12 @@ def _solve_array(
         Z = Z_new
         if hist is not None:
             hist.append(_objective(G, B, Z, xx, lam))
-        if tol_step > 0 and float(xp.max(xp.abs(_detach(step)) * L / scale)) <= tol_step:
+        if tol_step > 0 and float(xp.max(xp.abs(detach(step)) * L / scale)) <= tol_step:
             break
     return Z, it, hist
 
 
 # ----------------------------------------------------------------- implicit gradients
-_MARGIN = 1e-9  # relative strict-complementarity / invertibility margin
-
-
-def _support_matrix(G: Any, Z: Any) -> Any:
-    """Per column the masked Gram ``M_j = s G s + (I - s)`` (s = support of column j).
-
-    Shape (..., c, k, k); ``M_j⁻¹ v`` solves the support system and is ``v`` off ``S``.
-    """
-    import torch
-
-    s = (Z != 0).to(G.dtype).transpose(-1, -2)  # (..., c, k)
-    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
-    return s[..., :, None] * G[..., None, :, :] * s[..., None, :] + eye * (1 - s)[..., None, :]
-
-
-def _implicit_invalid(G: Any, B: Any, Z: Any, lam: float, kkt: float, tol: float) -> str | None:
-    """Reason why the support system does not define the derivative, or None."""
-    import torch
-
-    if kkt > max(tol, 1e-6):
-        return f"the solve has not converged (scaled KKT residual {kkt:.3g})"
-    g = B - G @ Z  # Dᵀr
-    off = Z == 0
-    if lam == 0 and bool(off.any()):
-        return "lam = 0 with zero coefficients (no strict complementarity)"
-    if bool(off.any()) and float(torch.max(torch.abs(g[off]))) >= lam * (1 - _MARGIN):
-        return "strict complementarity fails (|D^T r| = lam off the support)"
-    ev = torch.linalg.eigvalsh(_support_matrix(G, Z))
-    gmax = float(torch.max(torch.abs(torch.diagonal(G, dim1=-2, dim2=-1))))
-    if float(torch.min(ev)) <= _MARGIN * gmax:
-        return "D_S^T D_S is singular on the support"
-    return None
-
-
-def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
-    """Reduce a broadcast gradient to ``shape``."""
-    while g.dim() > len(shape):
-        g = g.sum(0)
-    for i, n in enumerate(shape):
-        if n == 1 and g.shape[i] != 1:
-            g = g.sum(i, keepdim=True)
-    return g
-
-
-def _implicit_function() -> Any:
-    import torch
-
-    class _Implicit(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, D: Any, X: Any, Z: Any, lam: float) -> Any:
-            ctx.save_for_backward(D, X, Z)
-            ctx.lam = lam
-            return Z.clone()
-
-        @staticmethod
-        def backward(ctx: Any, gZ: Any) -> Any:
-            # Written with differentiable torch ops on the saved inputs D, X (the support
-            # mask and signs are constants), so double backward works: the solution is
-            # re-expressed as the support solve z_S = (D_SᵀD_S)⁻¹(D_Sᵀx - λ s), which
-            # carries its dependence on D and X into the graph of the gradient.
-            D, X, Z = ctx.saved_tensors
-            k = D.shape[-1]
-            Dt = D.transpose(-1, -2)
-            G = torch.broadcast_to(Dt @ D, (*Z.shape[:-2], k, k))
-            B = torch.broadcast_to(Dt @ X, Z.shape)
-            M = _support_matrix(G, Z)
-            s = (Z != 0).to(gZ.dtype)
-            rhs = torch.stack([s * gZ, s * (B - ctx.lam * torch.sign(Z))], dim=-1)
-            sol = torch.linalg.solve(M, rhs.transpose(-2, -3))  # (..., c, k, 2)
-            sol = sol.transpose(-2, -3)  # (..., k, c, 2)
-            W = sol[..., 0] * s
-            Zr = sol[..., 1] * s  # equals Z (up to the solve's tolerance)
-            gX = gD = None
-            if ctx.needs_input_grad[1]:
-                gX = _sum_to(D @ W, tuple(X.shape))
-            if ctx.needs_input_grad[0]:
-                Wt, Zt = W.transpose(-1, -2), Zr.transpose(-1, -2)
-                gD = _sum_to(X @ Wt - D @ (Zr @ Wt + W @ Zt), tuple(D.shape))
-            return gD, gX, None, None
-
-    return _Implicit
-
-
-class _Lazy:
-    fn: Any = None
-
-    @classmethod
-    def apply(cls, *args: Any) -> Any:
-        if cls.fn is None:
-            cls.fn = _implicit_function()
-        return cls.fn.apply(*args)
-
-
-_ImplicitLasso = _Lazy
 
 
 # ----------------------------------------------------------------- validation
@@ -376,19 +276,15 @@ def _validate(D: Any, X: Any, lam: Any, check_finite: bool) -> tuple[tuple[int, 
     if not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
     xp = namespace(D)
-    norms = xp.linalg.vector_norm(_detach(D), axis=-2)
+    norms = xp.linalg.vector_norm(detach(D), axis=-2)
     if bool(xp.any(norms == 0)):
-        idx = np.argwhere(np.asarray(_to_numpy(norms)) == 0)[0].tolist()
+        idx = np.argwhere(np.asarray(to_numpy(norms)) == 0)[0].tolist()
         raise ValueError(
             f"D has a zero column (index {tuple(idx)} over (..., k) of shape "
             f"{tuple(norms.shape)}); every dictionary atom must be nonzero (normalize "
             "or drop it)"
         )
     return batch, lam
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)
 
 
 # ----------------------------------------------------------------- public API
@@ -541,7 +437,7 @@ def lasso(
     Lb = _lipschitz(G, L)
 
     if init is None or (isinstance(init, str) and init == "zero"):
-        Z0 = xp.zeros((*batch, k, c), dtype=D.dtype, device=_dev(D))
+        Z0 = xp.zeros((*batch, k, c), dtype=D.dtype, device=device_of(D))
     elif isinstance(init, str):
         if init != "one_step":
             raise ValueError(f"init must be None, {_INITS} or an array, got {init!r}")
@@ -572,19 +468,21 @@ def lasso(
 
         with torch.no_grad():
             Z, n_done, hist = _solve_array(
-                G.detach(), B.detach(), _detach(Z0), Lb, lam, method, int(n_iter), tol_step,
-                float(dt), _detach(xx) if history else None,
+                G.detach(), B.detach(), detach(Z0), Lb, lam, method, int(n_iter), tol_step,
+                float(dt), detach(xx) if history else None,
             )
     else:
         Z, n_done, hist = _solve_array(
             G, B, Z0, Lb, lam, method, int(n_iter), tol_step, float(dt),
             xx if history else None, shrink_fn,
         )
-    kkt, gap = _certificates(_detach(G), _detach(B), _detach(Z), _detach(xx), lam)
+    kkt, gap = _certificates(detach(G), detach(B), detach(Z), detach(xx), lam)
     if implicit:
-        why = _implicit_invalid(G.detach(), B.detach(), Z, lam, kkt, tol)
+        from ._torch_lasso import ImplicitLasso, implicit_invalid
+
+        why = implicit_invalid(G.detach(), B.detach(), Z, lam, kkt, tol)
         if why is None:
-            Z = _ImplicitLasso.apply(D, X, Z, lam)
+            Z = ImplicitLasso.apply(D, X, Z, lam)
         else:
             warnings.warn(
                 f"lasso grad='implicit': {why}; the solution is not differentiable there, "

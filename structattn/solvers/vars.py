@@ -20,7 +20,7 @@ Implemented here: dynamic templates (built from the current input) with
     VARS-D: queries L2-normalized per token, positive random features
     ``φ(u) = exp(Wᵀu - ||u||²/2)/√m`` with a frozen Gaussian ``W`` drawn from ``seed``,
     each feature column L2-normalized over tokens → ``D`` (keys tied to queries); then
-    ``n_steps`` ISTA steps of :func:`structattn.solvers.lasso` from ``init="one_step"``
+    ``steps`` ISTA steps of :func:`structattn.solvers.lasso` from ``init="one_step"``
     with ``L = "rowsum"`` and readout ``Y = D Z``.  ``feature_map="kernel"`` instead uses
     the unnormalized features of the exponential kernel, ``φ(u√s)`` with
     ``E[φ(q√s)ᵀφ(k√s)] = exp(s qᵀk)`` (templates ``φ(K√s)``, readout ``φ(Q√s)``, the
@@ -36,7 +36,7 @@ Implemented here: dynamic templates (built from the current input) with
     ``D_c z = irfft(Σ_p ĥ_p ẑ_p)``, ``D_cᵀ r = irfft(conj(ĥ_p) r̂)``; ``D_cᵀD_c`` is
     block diagonal in frequency with the rank-one ``P x P`` blocks ``conj(ĥ(ω)) ĥ(ω)ᵀ``,
     so ``||D_cᵀD_c||₂ = max_ω Σ_p |ĥ_p(ω)|²`` exactly (used as ``L``; the released code
-    tracks it by an EMA).  ``n_steps`` ISTA steps from ``init="one_step"`` with the
+    tracks it by an EMA).  ``steps`` ISTA steps from ``init="one_step"`` with the
     exact soft threshold; output ``Y = D Z`` (queries and keys are not used).
 ``templates="both"`` (VARS-SD)
     Column concatenation of the dynamic random-feature templates (``features="random"``)
@@ -56,12 +56,13 @@ from .. import _fft
 from .._array import (
     as_generator,
     as_like,
+    device_of,
     namespace,
     validate_attention_inputs,
     validate_float_array,
     validate_same_kind,
 )
-from .._validate import empty_attention
+from .._validate import check_int, empty_attention, reject_unknown, renamed_keyword
 from ..backends import resolve_backend
 from .lasso import lasso, soft_threshold
 
@@ -79,7 +80,7 @@ def _exact_kernel(q: Any, k: Any, v: Any, n_steps: int, scale: float, normalize:
         # row shifts of G_QK cancel in the normalization
         S_qk = S_qk - xp.max(S_qk, axis=-1, keepdims=True)
     G_qk = xp.exp(S_qk)
-    ones = xp.ones((*v.shape[:-1], 1), dtype=v.dtype, device=_dev(v))
+    ones = xp.ones((*v.shape[:-1], 1), dtype=v.dtype, device=device_of(v))
     R = xp.concat([v, ones], axis=-1) if normalize else v
     if n_steps == 1:
         W = R  # unit step (L = 1) from W = 0
@@ -103,12 +104,6 @@ def _exact_kernel(q: Any, k: Any, v: Any, n_steps: int, scale: float, normalize:
     return num / den
 
 
-def _dev(x: Any) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(x)
-
-
 def _kernel_features(q: Any, k: Any, v: Any, m: int, seed: Any, lam: float, n_steps: int,
                      scale: float, normalize: bool) -> Any:
     """Random-feature estimate of the exact-kernel path (same steps, features explicit)."""
@@ -122,7 +117,7 @@ def _kernel_features(q: Any, k: Any, v: Any, m: int, seed: Any, lam: float, n_st
         return xp.exp(u @ W - 0.5 * xp.sum(u * u, axis=-1, keepdims=True)) / math.sqrt(m)
 
     Dk, Dq = phi(k), phi(q)
-    ones = xp.ones((*v.shape[:-1], 1), dtype=v.dtype, device=_dev(v))
+    ones = xp.ones((*v.shape[:-1], 1), dtype=v.dtype, device=device_of(v))
     R = xp.concat([v, ones], axis=-1) if normalize else v
     if n_steps == 1:
         L = 1.0
@@ -132,7 +127,7 @@ def _kernel_features(q: Any, k: Any, v: Any, m: int, seed: Any, lam: float, n_st
         if hasattr(L, "detach"):
             L = L.detach()
     Dt = xp.matrix_transpose(Dk)
-    Z = xp.zeros((*Dk.shape[:-2], m, R.shape[-1]), dtype=v.dtype, device=_dev(v))
+    Z = xp.zeros((*Dk.shape[:-2], m, R.shape[-1]), dtype=v.dtype, device=device_of(v))
     for _ in range(n_steps):
         Z = soft_threshold(Z + Dt @ (R - Dk @ Z) / L, lam / L)
     Y = Dq @ Z
@@ -184,7 +179,7 @@ def vars_attention(
     templates: str = "dynamic",
     features: str = "exact_kernel",
     lam: float = 0.0,
-    n_steps: int = 1,
+    steps: int = 1,
     normalize_rows: bool = True,
     scale: float | None = None,
     num_features: int | None = None,
@@ -194,6 +189,7 @@ def vars_attention(
     bank: Any = None,
     backend: str = "auto",
     check_finite: bool = True,
+    **deprecated: Any,
 ) -> Any:
     """VARS attention: the reconstruction of ``v`` from input-dependent templates.
 
@@ -215,11 +211,13 @@ def vars_attention(
     lam : float
         ``λ >= 0``.  ``λ > 0`` needs explicit features (``features="random"``): the ℓ1
         penalty is not rotation invariant and does not kernelize.
-    n_steps : int
-        Number of unrolled solver steps (``>= 1``).
+    steps : int, default 1
+        Number of unrolled solver steps (``>= 1``): a fixed count, not a convergence
+        budget (that is ``max_iter`` in the solvers).  The older name ``n_steps=`` still
+        works, with a ``DeprecationWarning``.
     normalize_rows : bool, default True
         Exact-kernel path: divide each output row by the same operator applied to a
-        column of ones (with ``lam=0, n_steps=1`` this is softmax attention).  Ignored by
+        column of ones (with ``lam=0, steps=1`` this is softmax attention).  Ignored by
         the random-feature path.
     scale : float, optional
         Score scale of the exact kernel, default ``d**-0.5``.
@@ -250,12 +248,14 @@ def vars_attention(
     Notes
     -----
     Exact kernel: ``O(L_q L_k (d + d_v))`` for one step, plus ``O(L_k² (d + d_v T))`` for
-    ``T = n_steps > 1`` (step ``1/L`` with ``L`` the largest row sum of ``G_KK``, a bound
+    ``T = steps > 1`` (step ``1/L`` with ``L`` the largest row sum of ``G_KK``, a bound
     on its spectral norm, gradient stopped).  Without ``normalize_rows`` no score shift
     is applied (exp overflow is the caller's concern).  Random features:
     ``O(L m (d + m + d_v))`` per step — linear in ``L``.  On torch, gradients flow
     through the unrolled steps.
     """
+    steps = renamed_keyword(deprecated, "n_steps", "steps", steps, 1, "vars_attention")
+    reject_unknown(deprecated, "vars_attention")
     _, L_q, L_k, d, _ = validate_attention_inputs(q, k, v, check_finite=check_finite)
     resolve_backend(backend, q, k, v)
     empty = empty_attention(q, k, v, L_q, L_k)
@@ -271,8 +271,7 @@ def vars_attention(
         raise TypeError(f"lam must be a real number, got {lam!r}")
     if not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
+    n_steps = check_int(steps, "steps", minimum=1)
     if scale is None:
         scale = 1.0 / math.sqrt(d)
     elif isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(

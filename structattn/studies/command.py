@@ -79,7 +79,8 @@ def _list_operators() -> int:
     for name, entry in registry().items():
         grid = "; ".join(f"{k}={','.join(map(str, v))}" for k, v in entry.budgets.items())
         causal = "" if entry.causal else " [no causal form]"
-        print(f"{name:22s} {grid or '(no budget)':34s} {entry.description}{causal}")
+        default = "" if entry.default else " [not in default: slow on CPU]"
+        print(f"{name:22s} {grid or '(no budget)':34s} {entry.description}{causal}{default}")
     return 0
 
 
@@ -122,6 +123,8 @@ def study_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     operators = None
     if args.operators is not None:
         operators = _split(args.operators)
+        if operators == ["all"]:
+            operators = list(known)
         unknown = [name for name in operators if name not in known]
         if unknown or not operators:
             parser.error(
@@ -185,6 +188,11 @@ def study_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     where = "not saved (give --out)" if out is None else f"{out} (metadata: {out}.meta.json)"
     print(f"\n{len(records)} records in {elapsed:.1f} s; errors against float64 exact "
           f"softmax attention; records: {where}")
+    if operators is None:
+        skipped = [name for name, entry in known.items() if not entry.default]
+        if skipped:
+            print(f"not in the default set (slow on a CPU): {', '.join(skipped)}; "
+                  f"--operators all includes them")
     if report is not None:
         meta = _metadata(out)
         paths = write_report(records, report, metadata=meta, records_path=out)
@@ -244,7 +252,9 @@ def add_study_parsers(sub: Any) -> tuple[argparse.ArgumentParser, argparse.Argum
     )
     study.add_argument("--list", action="store_true",
                        help="list the registered operators with their budget grids")
-    study.add_argument("--operators", metavar="A,B", help="registered names (default: all)")
+    study.add_argument("--operators", metavar="A,B",
+                       help="registered names, or 'all' (default: every registered operator "
+                       "except the slow ones marked [not in default] by --list)")
     study.add_argument("--lengths", type=_int_list, default=Sweep.lengths, metavar="L,L")
     study.add_argument(
         "--inputs", type=_inputs_argument, default="auto", metavar="KIND|PATH",

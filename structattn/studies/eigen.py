@@ -22,6 +22,7 @@ __all__: list[str] = []
     budgets={"rank": (32, 128, 512)},
     description="rank-r Nyström eigenfunctions of exp(q·k/√d) on pooled tokens (deterministic)",
     causal=False,
+    default=False,  # 72 dense eigensolves (up to 1024 points) per call: ~195 s of the sweep
 )
 def _eigen_nystrom(*, dim: int, seed: int, causal: bool, rank: int = 128,
                    backend: str = "auto") -> EigenAttention:

@@ -97,6 +97,7 @@ def _performer_tree(*, dim: int, seed: int, causal: bool, length: int,
     budgets={"num_features": (16, 64)},
     description="FAVOR+ with a heat-kernel mask exp(-L) on a grid graph (Taylor, tol 1e-10)",
     causal=False,
+    default=False,  # m·(d_v+1) sparse Taylor series per head: ~165 s of the sweep
 )
 def _performer_diffusion(*, dim: int, seed: int, causal: bool, length: int,
                          num_features: int = 64, backend: str = "auto") -> Any:

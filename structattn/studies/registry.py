@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["StudyEntry", "get", "register", "registry", "unregister"]
+__all__ = ["StudyEntry", "default_operators", "get", "register", "registry", "unregister"]
 
 Factory = Callable[..., Any]
 
@@ -47,6 +47,10 @@ class StudyEntry:
         One line shown in tables.
     causal : bool
         Whether the method supports causal attention (False: skipped in causal sweeps).
+    default : bool
+        Whether the default sweep (``operators=None``; ``structattn study`` without
+        ``--operators``) includes it.  False for methods whose CPU cost alone would take
+        the default run past its time budget; ``operators="all"`` includes them.
     """
 
     name: str
@@ -54,6 +58,7 @@ class StudyEntry:
     budgets: Mapping[str, tuple]
     description: str
     causal: bool = True
+    default: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.budgets, MappingProxyType):
@@ -63,7 +68,7 @@ class StudyEntry:
         # picklable (tasks carry their entry to dask workers); the factory is pickled
         # by reference, or by value under cloudpickle
         return (StudyEntry, (self.name, self.factory, dict(self.budgets), self.description,
-                             self.causal))
+                             self.causal, self.default))
 
     def budget_points(self) -> list[tuple[str | None, Any]]:
         """The ``(budget_name, budget_value)`` pairs of a sweep; ``[(None, None)]`` if none."""
@@ -140,6 +145,7 @@ def register(
     budgets: Mapping[str, tuple],
     description: str,
     causal: bool = True,
+    default: bool = True,
 ) -> Callable[[Factory], Factory]:
     """Decorator registering an operator factory under ``name``.
 
@@ -154,6 +160,9 @@ def register(
         One line describing the method.
     causal : bool, default True
         False when the method cannot do causal attention (skipped in causal sweeps).
+    default : bool, default True
+        False keeps the method out of the default sweep (it still runs when named, or
+        with ``operators="all"``); for methods too slow on a CPU for the default run.
 
     Returns
     -------
@@ -166,13 +175,16 @@ def register(
         If ``name`` is taken or malformed, or a budget has no values.
     """
     frozen = _validate(name, budgets, description, causal)
+    if not isinstance(default, bool):
+        raise TypeError(f"default must be a bool, got {default!r}")
 
     def decorator(factory: Factory) -> Factory:
         if not callable(factory):
             raise TypeError(f"register({name!r}) must decorate a callable factory")
         if name in _REGISTRY:
             raise ValueError(f"an operator named {name!r} is already registered")
-        _REGISTRY[name] = StudyEntry(name, factory, frozen, description.strip(), causal)
+        _REGISTRY[name] = StudyEntry(name, factory, frozen, description.strip(), causal,
+                                     default)
         return factory
 
     return decorator
@@ -188,6 +200,11 @@ def unregister(name: str) -> StudyEntry:
 def registry() -> dict[str, StudyEntry]:
     """A copy of the registry: name → :class:`StudyEntry`, in registration order."""
     return dict(_REGISTRY)
+
+
+def default_operators() -> list[str]:
+    """Names of the default sweep: every entry registered with ``default=True``."""
+    return [name for name, entry in _REGISTRY.items() if entry.default]
 
 
 def get(name: str) -> StudyEntry:

@@ -76,7 +76,8 @@ def run_study(
     Parameters
     ----------
     operators : iterable of str or StudyEntry, or str, optional
-        Registry names (default: every registered operator, baselines included).
+        Registry names; None: the default set (every registered operator, baselines
+        included, except those registered with ``default=False``); ``"all"``: every one.
     lengths, dim, value_dim, heads, batch, causal, seeds, scale, temperatures, inputs,
     minilm_layer, dtype, backend, matrix_max_length, repeats, timing
         The :class:`~structattn.studies.Sweep` fields (``inputs`` one of

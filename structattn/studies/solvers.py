@@ -55,11 +55,11 @@ class VarsAttention:
 
     num_features: int
     seed: int
-    n_steps: int = 1
+    steps: int = 1
     backend: str = "auto"
 
     def _run(self, q: Any, k: Any, v: Any) -> Any:
-        return vars_attention(q, k, v, features="random", lam=0.0, n_steps=self.n_steps,
+        return vars_attention(q, k, v, features="random", lam=0.0, steps=self.steps,
                               num_features=self.num_features, seed=self.seed, backend=self.backend)
 
     def __call__(self, q: Any, k: Any, v: Any) -> Any:

@@ -84,8 +84,12 @@ class Sweep:
 
     Parameters
     ----------
-    operators : tuple of str or StudyEntry, optional
-        Registry names (None: every registered operator).
+    operators : tuple of str or StudyEntry, or "all", optional
+        Registry names.  None: the default set — every registered operator except the
+        few registered with ``default=False`` because their CPU cost alone would take
+        the default run past 5 minutes (``eigen-nystrom``: one dense eigensolve per
+        head and call; ``performer+diffusion``: ``m·(d_v+1)`` sparse Taylor series per
+        head); ``"all"``: every registered operator.
     lengths : tuple of int
     inputs : {"auto", "minilm", "calibrated", "synthetic"}
         See :data:`INPUTS`.
@@ -142,6 +146,8 @@ class Sweep:
         if self.operators is not None:
             ops = (self.operators,) if isinstance(self.operators, (str, StudyEntry)) else tuple(
                 self.operators)
+            if ops == ("all",):
+                ops = tuple(registry())
             if not ops:
                 raise ValueError("operators is empty; pass None for every registered operator")
             for op in ops:
@@ -185,7 +191,7 @@ class Sweep:
     def entries(self) -> list[StudyEntry]:
         """The swept registry entries, in order."""
         if self.operators is None:
-            return list(registry().values())
+            return [entry for entry in registry().values() if entry.default]
         return [op if isinstance(op, StudyEntry) else get(op) for op in self.operators]
 
     def input_kind(self, length: int) -> str:

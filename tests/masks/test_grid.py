@@ -19,18 +19,18 @@ from ..conftest import convert, to_np
 RNG = np.random.default_rng(47)
 
 
-def loop_grid(c, shape, num_special=0, special_value=1.0, padding=None):
+def loop_grid(c, shape, num_special=0, special_value=1.0, key_mask=None):
     """Independent constructor: explicit positions, offsets and index arithmetic."""
     d = len(shape)
     batch = c.shape[: c.ndim - d]
     positions = list(itertools.product(*(range(n) for n in shape)))  # row-major
     S = num_special
     L = S + len(positions)
-    if padding is None:
+    if key_mask is None:
         real = np.ones((*batch, L))
     else:
-        pad_batch = np.shape(padding)[: np.ndim(padding) - d]
-        flags = np.reshape(padding, (*pad_batch, -1))
+        pad_batch = np.shape(key_mask)[: np.ndim(key_mask) - d]
+        flags = np.reshape(key_mask, (*pad_batch, -1))
         real = np.concatenate([np.ones((*pad_batch, S)), flags], axis=-1).astype(float)
     sv = np.asarray(special_value, dtype=float)
     full_batch = np.broadcast_shapes(batch, real.shape[:-1], sv.shape)
@@ -108,12 +108,12 @@ class TestGridCLS(_GridCase):
 
 class TestGridPaddingTwoSpecial(_GridCase):
     method = "fft"
-    kwargs = {"num_special": 2, "special_value": 1.3, "padding": PAD57}  # noqa: RUF012
+    kwargs = {"num_special": 2, "special_value": 1.3, "key_mask": PAD57}  # noqa: RUF012
 
 
 class TestGridPaddingDense(_GridCase):
     method = "dense"
-    kwargs = {"padding": PAD57}  # noqa: RUF012
+    kwargs = {"key_mask": PAD57}  # noqa: RUF012
 
 
 class TestGridBatchedPaddingAndSpecial(_GridCase):
@@ -122,7 +122,7 @@ class TestGridBatchedPaddingAndSpecial(_GridCase):
     shape = (4, 3)
     coeffs = C43
     method = "fft"
-    kwargs = {"num_special": 1, "padding": PAD_BATCH,  # noqa: RUF012
+    kwargs = {"num_special": 1, "key_mask": PAD_BATCH,  # noqa: RUF012
               "special_value": np.array([0.5, 1.0, 2.0])}
 
 
@@ -174,7 +174,7 @@ def test_function_constructor_matches_coefficients():
 
 
 def test_transpose_reflects_coefficients():
-    m = GridRPE((5, 7), C57, num_special=1, special_value=0.4, padding=PAD57)
+    m = GridRPE((5, 7), C57, num_special=1, special_value=0.4, key_mask=PAD57)
     t = m.T
     assert isinstance(t, GridRPE)
     np.testing.assert_array_equal(t.coeffs, C57[::-1, ::-1])
@@ -199,8 +199,8 @@ def test_masked_attention_matches_dense_reference(backend, dtype, grid):
     L, d = Lg + 1, 8
     b = RNG.uniform(-1.0, 1.0, (2, *(2 * n - 1 for n in grid)))  # per head
     pad = RNG.uniform(size=grid) > 0.2
-    mask = GridRPE.from_log(b, grid, num_special=1, special_value=0.8, padding=pad)
-    M = loop_grid(np.exp(b), grid, num_special=1, special_value=0.8, padding=pad)
+    mask = GridRPE.from_log(b, grid, num_special=1, special_value=0.8, key_mask=pad)
+    M = loop_grid(np.exp(b), grid, num_special=1, special_value=0.8, key_mask=pad)
     q, k, v = RNG.standard_normal((3, 2, L, d))
     phi = PositiveRandomFeatures(d, 16, seed=0)
     A = (phi.queries(q) @ np.swapaxes(phi.keys(k), -1, -2)) * M
@@ -234,7 +234,7 @@ def test_learnable_coefficients_gradcheck():
 
     def attn(bb, s):
         return kernel_attention(q, k, v, phi, mask=GridRPE.from_log(
-            bb, shape, num_special=1, special_value=s, padding=pad, method="fft"))
+            bb, shape, num_special=1, special_value=s, key_mask=pad, method="fft"))
 
     assert torch.autograd.gradcheck(attn, (b, sv), fast_mode=True)
     c = torch.tensor(RNG.uniform(0.5, 1, (2, 5, 7)), requires_grad=True)
@@ -252,7 +252,7 @@ def test_cost_model_and_describe():
     assert big.cost(64) < 2.0 * 4096**2 * 64
     sep = separable_grid((64, 64), [np.ones(127), np.ones(127)])
     assert sep.cost(64) < big.cost(64)  # no 2^d padding blow-up
-    text = GridRPE((5, 7), C57, num_special=1, padding=PAD57).describe()
+    text = GridRPE((5, 7), C57, num_special=1, key_mask=PAD57).describe()
     assert "2-level block Toeplitz on a 5x7 grid" in text and "special" in text
     assert "padding" in text
     assert GridRPE.from_log(B57, (5, 7)).nonnegative
@@ -278,8 +278,11 @@ def test_non_finite_coefficients():
         GridRPE((5, 7), c)
 
 
-def test_padding_shape_mismatch():
-    with pytest.raises(ValueError, match=r"padding must have shape \(\.\.\., 5, 7\)"):
+def test_key_mask_shape_mismatch():
+    with pytest.raises(ValueError, match=r"key_mask must have shape \(\.\.\., 5, 7\)"):
+        GridRPE((5, 7), C57, key_mask=np.ones((7, 5), dtype=bool))
+    with pytest.warns(DeprecationWarning), pytest.raises(  # the old keyword, named as given
+            ValueError, match=r"padding must have shape \(\.\.\., 5, 7\)"):
         GridRPE((5, 7), C57, padding=np.ones((7, 5), dtype=bool))
 
 
@@ -292,7 +295,7 @@ def test_padding_shape_mismatch():
         (((5, 7), C57), {"function": np.add}, ValueError, "exactly one of coeffs .* both"),
         (((2, 2),), {"function": lambda a, b: np.ones(4)}, ValueError, "function must return"),
         (((5, 7), C57.astype(np.int64)), {}, TypeError, "coeffs must be float32 or float64"),
-        (((5, 7), C57), {"padding": np.ones((5, 7))}, TypeError, "padding must be a boolean"),
+        (((5, 7), C57), {"key_mask": np.ones((5, 7))}, TypeError, "key_mask must be a boolean"),
         (((5, 7), C57), {"num_special": -1}, ValueError, "num_special must be a non-negative"),
         (((5, 7), C57), {"special_value": np.inf}, ValueError, "special_value must be finite"),
         (((5, 7), C57), {"method": "fast"}, ValueError, "method must be one of"),

@@ -45,7 +45,7 @@ def test_agrees_with_sklearn(seed):
     sklearn_linear = pytest.importorskip("sklearn.linear_model")
     D, X = _problem(n=20, k=8, c=3, seed=seed)
     lam = 0.5
-    res = lasso(D, X, lam, method="fista", tol=1e-12, n_iter=20000, backend="numpy")
+    res = lasso(D, X, lam, method="fista", tol=1e-12, max_iter=20000, backend="numpy")
     assert res.converged and res.kkt_residual <= 1e-12
     n = D.shape[0]
     # sklearn minimizes 1/(2n)||x - Dz||² + α||z||₁  ⇒  α = λ/n
@@ -60,7 +60,7 @@ def test_agrees_with_sklearn(seed):
 @pytest.mark.parametrize("method", ["ista", "fista", "lca_euler", "lca_rk4"])
 def test_certificates_small_at_convergence(method):
     D, X = _problem(batch=(2,), seed=3)
-    res = lasso(D, X, 0.3, method=method, n_iter=20000, tol=1e-10, backend="numpy",
+    res = lasso(D, X, 0.3, method=method, max_iter=20000, tol=1e-10, backend="numpy",
                 history=True)
     assert res.converged
     assert res.kkt_residual <= 1e-10
@@ -78,7 +78,7 @@ def test_fista_beats_ista_on_ill_conditioned_dictionary():
     D = rng.standard_normal((20, 60)) + 3 * rng.standard_normal((20, 1))
     D /= np.linalg.norm(D, axis=0)
     X = rng.standard_normal((20, 2))
-    kw = dict(n_iter=60000, tol=1e-6, backend="numba")
+    kw = dict(max_iter=60000, tol=1e-6, backend="numba")
     r_fista = lasso(D, X, 0.05, method="fista", **kw)
     with pytest.warns(ConvergenceWarning):
         r_ista = lasso(D, X, 0.05, method="ista", **kw)
@@ -90,7 +90,7 @@ def test_fista_beats_ista_on_ill_conditioned_dictionary():
 @pytest.mark.parametrize("method", ["ista", "fista"])
 def test_numba_equals_array_api(method):
     D, X = _problem(n=15, k=10, c=4, batch=(3,), seed=5)
-    kw = dict(method=method, n_iter=300, tol=0.0, L="rowsum", init="one_step", warn=False)
+    kw = dict(method=method, max_iter=300, tol=0.0, L="rowsum", init="one_step", warn=False)
     a = lasso(D, X, 0.2, backend="numpy", **kw)
     b = lasso(D, X, 0.2, backend="numba", **kw)
     np.testing.assert_allclose(b.Z, a.Z, atol=1e-10, rtol=0)
@@ -109,7 +109,7 @@ def test_torch_matches_numpy_and_broadcasts_dictionary():
 def test_unconverged_warns():
     D, X = _problem(seed=7)
     with pytest.warns(ConvergenceWarning, match="KKT"):
-        res = lasso(D, X, 0.1, n_iter=2, backend="numpy")
+        res = lasso(D, X, 0.1, max_iter=2, backend="numpy")
     assert not res.converged
 
 
@@ -121,7 +121,7 @@ def test_gradcheck_unrolled_ista():
     def f(D, X):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return lasso(D, X, 0.05, method="ista", n_iter=4, tol=0.0, L=8.0).recon
+            return lasso(D, X, 0.05, method="ista", max_iter=4, tol=0.0, L=8.0).recon
 
     assert torch.autograd.gradcheck(f, (D, X), eps=1e-6, atol=1e-5, rtol=1e-3)
 
@@ -169,7 +169,7 @@ def _stable_problem():
 def test_implicit_equals_unrolled_to_convergence():
     D, X, lam = _stable_problem()
     w = torch.arange(6.0, dtype=torch.float64)[:, None]
-    r = lasso(D, X, lam, method="fista", tol=1e-13, n_iter=50000, grad="implicit")
+    r = lasso(D, X, lam, method="fista", tol=1e-13, max_iter=50000, grad="implicit")
     assert r.kkt_residual <= 1e-13
     # support check: strict complementarity margin ≥ 1e-3
     g = (D.T @ (X - D @ r.Z)).detach()
@@ -178,7 +178,7 @@ def test_implicit_equals_unrolled_to_convergence():
     gi = torch.autograd.grad((r.recon ** 2).sum() + (w * r.Z).sum(), (D, X))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        u = lasso(D, X, lam, method="ista", tol=0.0, n_iter=3000)
+        u = lasso(D, X, lam, method="ista", tol=0.0, max_iter=3000)
     assert u.kkt_residual <= 1e-13
     gu = torch.autograd.grad((u.recon ** 2).sum() + (w * u.Z).sum(), (D, X))
     for a, b in zip(gi, gu, strict=True):
@@ -190,7 +190,7 @@ def test_gradcheck_implicit_with_broadcast_dictionary():
     Xb = torch.tensor(np.random.default_rng(1).standard_normal((2, 12, 3)), requires_grad=True)
 
     def f(D, X):
-        r = lasso(D, X, lam, method="fista", tol=1e-13, n_iter=50000, grad="implicit")
+        r = lasso(D, X, lam, method="fista", tol=1e-13, max_iter=50000, grad="implicit")
         return r.Z, r.recon
 
     # fast mode: random Jacobian projections (each full-Jacobian column re-solves a lasso)
@@ -200,7 +200,7 @@ def test_gradcheck_implicit_with_broadcast_dictionary():
 def test_implicit_falls_back_when_not_converged():
     D, X, lam = _stable_problem()
     with pytest.warns(RuntimeWarning, match="falling back"):
-        r = lasso(D, X, lam, n_iter=3, tol=1e-12, grad="implicit", warn=False)
+        r = lasso(D, X, lam, max_iter=3, tol=1e-12, grad="implicit", warn=False)
     r.recon.sum().backward()
     assert torch.isfinite(D.grad).all()
 
@@ -236,7 +236,7 @@ def test_gelu_shrink_one_step_and_gradcheck():
     from structattn.solvers.lasso import gelu_shrink
 
     D, X = _problem(n=10, k=5, c=2, seed=11)
-    r = lasso(D, X, 0.2, shrink="gelu", n_iter=1, tol=0.0, L=20.0, warn=False, backend="numpy")
+    r = lasso(D, X, 0.2, shrink="gelu", max_iter=1, tol=0.0, L=20.0, warn=False, backend="numpy")
     G, B = D.T @ D, D.T @ X
     Z0 = np.zeros_like(B)
     np.testing.assert_allclose(r.Z, gelu_shrink(Z0 - (G @ Z0 - B) / 20.0, 0.2 / 20.0),
@@ -245,7 +245,7 @@ def test_gelu_shrink_one_step_and_gradcheck():
     Xt = torch.tensor(X, requires_grad=True)
 
     def f(D, X):
-        return lasso(D, X, 0.2, shrink="gelu", n_iter=5, tol=0.0, L=20.0, init="one_step",
+        return lasso(D, X, 0.2, shrink="gelu", max_iter=5, tol=0.0, L=20.0, init="one_step",
                      warn=False).recon
 
     assert torch.autograd.gradcheck(f, (Dt, Xt), eps=1e-6, atol=1e-5, rtol=1e-3)
@@ -274,12 +274,12 @@ def test_lca_integrators_match_solve_ivp(method, dt, bound):
     L, lam, T = float(np.linalg.eigvalsh(D.T @ D).max()), 0.5, 4.0
     ref = _lca_reference(D, X, lam, L, T)
     n = round(T / dt)
-    r = lasso(D, X, lam, method=method, dt=dt, n_iter=n, tol=0.0, L=L, warn=False,
+    r = lasso(D, X, lam, method=method, dt=dt, max_iter=n, tol=0.0, L=L, warn=False,
               backend="numpy")
     err = np.max(np.abs(r.Z - ref))
     assert err <= bound
     # halving the step shrinks the error by the integrator's order (≥ 1.7 for Euler)
-    r2 = lasso(D, X, lam, method=method, dt=dt / 2, n_iter=2 * n, tol=0.0, L=L, warn=False,
+    r2 = lasso(D, X, lam, method=method, dt=dt / 2, max_iter=2 * n, tol=0.0, L=L, warn=False,
                backend="numpy")
     err2 = np.max(np.abs(r2.Z - ref))
     if method == "lca_euler":
@@ -291,7 +291,7 @@ def test_lca_integrators_match_solve_ivp(method, dt, bound):
 @pytest.mark.parametrize("method", ["ista", "fista"])
 def test_float32_matches_float64(method):
     D, X = _problem(n=15, k=8, c=3, seed=13)
-    kw = dict(method=method, n_iter=20000, tol=0.0, warn=False, backend="numpy")
+    kw = dict(method=method, max_iter=20000, tol=0.0, warn=False, backend="numpy")
     a = lasso(D, X, 0.3, **kw)
     b = lasso(D.astype(np.float32), X.astype(np.float32), 0.3, **kw)
     assert a.kkt_residual <= 1e-10 and b.Z.dtype == np.float32
@@ -309,7 +309,7 @@ def test_gradgradcheck_unrolled(method, shrink):
     lam = 0.3
 
     def f(D, X):
-        return lasso(D, X, lam, method=method, shrink=shrink, n_iter=4, tol=0.0, L=8.0,
+        return lasso(D, X, lam, method=method, shrink=shrink, max_iter=4, tol=0.0, L=8.0,
                      warn=False).recon
 
     if shrink == "soft":  # piecewise linear: every thresholded input must avoid ±λ/L
@@ -335,7 +335,7 @@ def test_gradgradcheck_implicit_with_broadcast_dictionary():
     Xb = torch.tensor(np.random.default_rng(1).standard_normal((2, 12, 3)), requires_grad=True)
 
     def f(D, X):
-        r = lasso(D, X, lam, method="fista", tol=1e-13, n_iter=50000, grad="implicit")
+        r = lasso(D, X, lam, method="fista", tol=1e-13, max_iter=50000, grad="implicit")
         return r.Z, r.recon
 
     assert torch.autograd.gradgradcheck(f, (D, Xb), eps=1e-6, atol=1e-5, rtol=1e-3,
@@ -349,9 +349,9 @@ def test_implicit_hessian_matches_unrolled_to_convergence():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             if grad == "implicit":
-                r = lasso(D, X, lam, method="fista", tol=1e-13, n_iter=50000, grad="implicit")
+                r = lasso(D, X, lam, method="fista", tol=1e-13, max_iter=50000, grad="implicit")
             else:
-                r = lasso(D, X, lam, method="fista", tol=0.0, n_iter=400)
+                r = lasso(D, X, lam, method="fista", tol=0.0, max_iter=400)
         return (r.recon ** 3).sum() + (r.Z ** 2).sum()
 
     hv = []

@@ -18,14 +18,14 @@ Q, K, V = (RNG.standard_normal((2, 3, 7, 4)) for _ in range(3))
 
 def test_one_step_lambda_zero_is_softmax_attention(backend):
     q, k, v = convert(backend, "float64", Q, K, V)
-    y = vars_attention(q, k, v, lam=0.0, n_steps=1, backend=backend)
+    y = vars_attention(q, k, v, lam=0.0, steps=1, backend=backend)
     ref = softmax_attention(q, k, v, backend=backend)
     np.testing.assert_allclose(to_np(y), to_np(ref), atol=1e-12, rtol=0)
 
 
 def test_neumann_series_multi_step():
     s = 0.5
-    y = vars_attention(Q, K, V, n_steps=4, normalize_rows=False, scale=s)
+    y = vars_attention(Q, K, V, steps=4, normalize_rows=False, scale=s)
     G_qk, G_kk = np.exp(Q @ np.swapaxes(K, -1, -2) * s), np.exp(K @ np.swapaxes(K, -1, -2) * s)
     L = G_kk.sum(-1).max(-1)[..., None, None]
     A = np.eye(7) - G_kk / L
@@ -40,7 +40,7 @@ def test_neumann_series_multi_step():
 
 def test_random_features_path_runs_and_is_differentiable():
     q, v = (torch.tensor(a, requires_grad=True) for a in (Q, V))
-    y = vars_attention(q, q, v, features="random", lam=0.1, n_steps=3, seed=0)
+    y = vars_attention(q, q, v, features="random", lam=0.1, steps=3, seed=0)
     assert y.shape == v.shape
     y.sum().backward()
     assert torch.isfinite(q.grad).all() and torch.isfinite(v.grad).all()
@@ -67,7 +67,7 @@ def test_static_templates_equal_dense_circulant_lasso():
     N, C, P = 8, 3, 5
     v = rng.standard_normal((2, N, C))
     h = rng.standard_normal((C, P, N))
-    y = vars_attention(v, v, v, templates="static", kernels=h, lam=0.3, n_steps=4)
+    y = vars_attention(v, v, v, templates="static", kernels=h, lam=0.3, steps=4)
     for c in range(C):
         D = _circulant_dictionary(h[c])
         G = D.T @ D
@@ -75,11 +75,11 @@ def test_static_templates_equal_dense_circulant_lasso():
         Hf = np.fft.rfft(h[c] / np.linalg.norm(h[c], axis=-1, keepdims=True), axis=-1)
         L = np.linalg.eigvalsh(G).max()
         np.testing.assert_allclose(L, (np.abs(Hf) ** 2).sum(0).max(), rtol=1e-12)
-        r = lasso(D, v[..., c:c + 1], 0.3, n_iter=4, tol=0.0, L=float(L), init="one_step",
+        r = lasso(D, v[..., c:c + 1], 0.3, max_iter=4, tol=0.0, L=float(L), init="one_step",
                   warn=False, backend="numpy")
         np.testing.assert_allclose(y[..., c:c + 1], r.recon, atol=1e-12, rtol=0)
     yt = vars_attention(*(torch.tensor(v),) * 3, templates="static", kernels=torch.tensor(h),
-                        lam=0.3, n_steps=4)
+                        lam=0.3, steps=4)
     np.testing.assert_allclose(to_np(yt), y, atol=1e-12)
 
 
@@ -90,11 +90,11 @@ def test_both_templates_concatenate_bank():
     rng = np.random.default_rng(6)
     bank = rng.standard_normal((7, 5))
     y = vars_attention(Q, Q, V, templates="both", features="random", bank=bank, lam=0.1,
-                       n_steps=3, num_features=8, seed=0)
+                       steps=3, num_features=8, seed=0)
     D = np.concatenate([_random_templates(Q, 8, 0),
                         np.broadcast_to(bank / np.linalg.norm(bank, axis=0), (2, 3, 7, 5))],
                        axis=-1)
-    ref = lasso(D, V, 0.1, n_iter=3, tol=0.0, L="rowsum", init="one_step", warn=False).recon
+    ref = lasso(D, V, 0.1, max_iter=3, tol=0.0, L="rowsum", init="one_step", warn=False).recon
     np.testing.assert_allclose(y, ref, atol=1e-14, rtol=0)
 
 
@@ -133,12 +133,12 @@ def test_gradgradcheck_exact_kernel(n_steps):
         args = (q, k, v)
 
         def f(q, k, v):
-            return vars_attention(q, k, v, n_steps=1)
+            return vars_attention(q, k, v, steps=1)
     else:  # the step 1/L (a function of k) is gradient-stopped: hold k fixed
         args = (q, v)
 
         def f(q, v):
-            return vars_attention(q, k.detach(), v, n_steps=n_steps)
+            return vars_attention(q, k.detach(), v, steps=n_steps)
 
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-6, rtol=1e-4)
     assert torch.autograd.gradgradcheck(f, args, eps=1e-6, atol=1e-6, rtol=1e-4)
@@ -150,7 +150,7 @@ def test_gradgradcheck_random_features():
     # VARS-D: the rowsum step (a function of q) is gradient-stopped: hold q fixed
     def f(v):
         return vars_attention(q.detach(), q.detach(), v, features="random", lam=0.05,
-                              n_steps=3, seed=0)
+                              steps=3, seed=0)
 
     assert torch.autograd.gradcheck(f, (v,), eps=1e-6, atol=1e-6, rtol=1e-4)
     assert torch.autograd.gradgradcheck(f, (v,), eps=1e-6, atol=1e-6, rtol=1e-4)
@@ -160,7 +160,7 @@ def test_gradgradcheck_random_features():
 
     def g(q, k, v):
         return vars_attention(q, k, v, features="random", feature_map="kernel",
-                              num_features=8, n_steps=1, seed=0)
+                              num_features=8, steps=1, seed=0)
 
     assert torch.autograd.gradcheck(g, (q, k, v), eps=1e-6, atol=1e-6, rtol=1e-4)
     assert torch.autograd.gradgradcheck(g, (q, k, v), eps=1e-6, atol=1e-6, rtol=1e-4)

@@ -46,6 +46,19 @@ def test_sweep_validates_and_defaults_to_real_inputs():
         Sweep(operators=("nope",))
 
 
+def test_default_operator_set_leaves_out_only_the_slow_entries():
+    from structattn.studies import registry
+    from structattn.studies.registry import default_operators
+
+    names = [e.name for e in Sweep().entries()]
+    assert names == default_operators()
+    assert {"uniform", "exact", "performer", "mra-2"} <= set(names)
+    left_out = set(registry()) - set(names)
+    assert left_out == {"eigen-nystrom", "performer+diffusion"}
+    assert [e.name for e in Sweep(operators="all").entries()] == list(registry())
+    assert Sweep(operators=("eigen-nystrom",)).entries()[0].name == "eigen-nystrom"
+
+
 def test_tasks_are_unique_picklable_and_grouped_by_input():
     ts = tasks(TINY)
     # (uniform, exact, elu: 1 point; performer, window: 3) x 3 lengths x 2 seeds

@@ -30,7 +30,13 @@ import scipy.sparse as sp
 
 from ..._array import is_torch
 
-__all__ = ["SparseOperator", "as_adjacency", "check_length", "linear_autograd"]
+__all__ = [
+    "AdjointPairProducts",
+    "SparseOperator",
+    "as_adjacency",
+    "check_length",
+    "linear_autograd",
+]
 
 
 def _from_networkx(graph: Any) -> sp.csr_array:
@@ -216,30 +222,6 @@ class SparseOperator:
         return back(Y)
 
 
-_LINEAR_FUNCTION = None
-
-
-def _linear_function():
-    global _LINEAR_FUNCTION
-    if _LINEAR_FUNCTION is None:
-        import torch
-        from torch.autograd.function import once_differentiable
-
-        class _Linear(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, X, forward, adjoint):
-                ctx.adjoint = adjoint
-                return forward(X)
-
-            @staticmethod
-            @once_differentiable
-            def backward(ctx, G):
-                return ctx.adjoint(G.contiguous()), None, None
-
-        _LINEAR_FUNCTION = _Linear
-    return _LINEAR_FUNCTION
-
-
 def linear_autograd(X: Any, forward: Callable[[Any], Any], adjoint: Callable[[Any], Any]) -> Any:
     """``forward(X)`` for a linear map; on torch tensors the backward applies ``adjoint``.
 
@@ -250,10 +232,33 @@ def linear_autograd(X: Any, forward: Callable[[Any], Any], adjoint: Callable[[An
         import torch
 
         if torch.is_grad_enabled() and X.requires_grad:
-            return _linear_function().apply(X, forward, adjoint)
+            from ._torch_linear import LinearFunction
+
+            return LinearFunction.apply(X, forward, adjoint)
         with torch.no_grad():
             return forward(X)
     return forward(X)
+
+
+class AdjointPairProducts:
+    """Mixin for a mask defined by one linear map ``_apply(X, transpose)``.
+
+    ``M X`` and ``Mᵀ X`` both go through :func:`linear_autograd`, whose backward applies
+    the other direction, so subclasses implement only ``_apply`` (numpy and torch, no
+    autograd of their own).  Put it *before* :class:`~structattn.masks.base.Mask` in the
+    bases so that its ``_matmat`` / ``_rmatmat`` win.
+    """
+
+    def _apply(self, X: Any, transpose: bool) -> Any:
+        raise NotImplementedError("subclasses implement _apply")  # pragma: no cover
+
+    def _matmat(self, X: Any, backend: str) -> Any:
+        return linear_autograd(X, lambda Z: self._apply(Z, False),
+                               lambda G: self._apply(G, True))
+
+    def _rmatmat(self, X: Any, backend: str) -> Any:
+        return linear_autograd(X, lambda Z: self._apply(Z, True),
+                               lambda G: self._apply(G, False))
 
 
 def one_norm(A: sp.csr_array) -> float:

@@ -32,12 +32,12 @@ import scipy.sparse.linalg as spla
 from ..._array import is_torch
 from ...masks.base import Mask
 from ._adjacency import (
+    AdjointPairProducts,
     SparseOperator,
     _block,
     as_adjacency,
     check_length,
     is_symmetric,
-    linear_autograd,
     one_norm,
 )
 
@@ -134,7 +134,7 @@ def spectral_radius(W: Any) -> float:
         return min(one_norm(A), one_norm(A.T.tocsr()))
 
 
-class _SparseFunctionMask(Mask):
+class _SparseFunctionMask(AdjointPairProducts, Mask):
     """Shared plumbing: an ``n x n`` mask ``g(W)`` applied through :meth:`_apply`."""
 
     exact = False
@@ -154,16 +154,6 @@ class _SparseFunctionMask(Mask):
         """``Mᵀ``: the mask itself when ``W`` (hence ``g(W)``) is symmetric."""
         return self if self.symmetric else super().T
 
-    def _apply(self, X: Any, transpose: bool) -> Any:
-        raise AssertionError("subclasses implement _apply")  # pragma: no cover
-
-    def _matmat(self, X: Any, backend: str) -> Any:
-        return linear_autograd(X, lambda Z: self._apply(Z, False),
-                               lambda G: self._apply(G, True))
-
-    def _rmatmat(self, X: Any, backend: str) -> Any:
-        return linear_autograd(X, lambda Z: self._apply(Z, True),
-                               lambda G: self._apply(G, False))
 
 
 def _diag(values: np.ndarray) -> sp.csr_array:

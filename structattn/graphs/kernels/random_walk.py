@@ -36,7 +36,7 @@ from ..._validate import (
     renamed_keyword,
 )
 from ...masks.base import Mask
-from ._adjacency import SparseOperator, as_adjacency, check_length, linear_autograd
+from ._adjacency import AdjointPairProducts, SparseOperator, as_adjacency, check_length
 
 __all__ = ["RandomWalkMask", "sample_walk_features"]
 
@@ -125,7 +125,7 @@ def _check_modulation(modulation: Any) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False, init=False)
-class RandomWalkMask(Mask):
+class RandomWalkMask(AdjointPairProducts, Mask):
     """Graph-random-feature mask ``M̂ = Ψ Ψ'ᵀ``, unbiased for ``F(W) F(W)ᵀ``.
 
     Parameters
@@ -252,14 +252,6 @@ class RandomWalkMask(Mask):
             self._psi_prime, self._psi)
         # M̂ X = Ψ (Ψ'ᵀ X);  M̂ᵀ X = Ψ' (Ψᵀ X)
         return second.apply(first.apply(X, transpose=True))
-
-    def _matmat(self, X: Any, backend: str) -> Any:
-        return linear_autograd(X, lambda Z: self._apply(Z, False),
-                               lambda G: self._apply(G, True))
-
-    def _rmatmat(self, X: Any, backend: str) -> Any:
-        return linear_autograd(X, lambda Z: self._apply(Z, True),
-                               lambda G: self._apply(G, False))
 
     def _structure(self) -> str:
         return (f"graph random features, {self.num_walks} walks/node, p_halt="

@@ -215,9 +215,6 @@ class TreeDistanceMask(Mask):
         """Estimated flops of one product with ``F`` columns: ``~8·S·L·F``."""
         return 8.0 * len(self.decay) * self.num_nodes * F
 
-    def _normalized(self) -> Mask:
-        return self
-
     # --------------------------------------------------------------- products
     def _matmat(self, X: Any, backend: str) -> Any:
         return kernel("tree_exp_dp", backend)(X, *self._structure_arrays)

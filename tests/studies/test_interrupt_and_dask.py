@@ -23,7 +23,7 @@ from structattn.studies.baselines import UniformAttention
 
 @register("slow-uniform", budgets={"pause": (1, 2, 3)}, description="uniform, slowly")
 def _slow(*, dim, seed, causal, pause=1):
-    time.sleep(0.05 * pause)
+    time.sleep(0.2 * pause)
     return UniformAttention(causal=causal)
 
 from structattn.cli import main

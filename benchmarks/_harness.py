@@ -36,6 +36,14 @@ Every benchmark writes one JSON record under ``benchmarks/results/`` with
 
 ``benchmarks/make_tables.py`` turns the tables of all records into
 ``docs/_generated/<name>__<key>.rst`` (included by the docs pages); see ``_records.py``.
+
+Roofline
+--------
+``H.machine_roofline(quick)`` measures this machine's GEMM / FFT GFLOP/s and stream
+bandwidth in the same process (once, then cached), ``H.roofline_bound(flops, bytes, roof,
+dtype, gemm_kind)`` is ``max(flops / peak, bytes / bandwidth)`` in seconds,
+``H.roofline_fraction(...)`` that bound over a measured time, ``H.record_roofline(rec,
+roof)`` stores it in a record (config and a table); see ``_roofline.py``.
 """
 
 from __future__ import annotations
@@ -62,11 +70,15 @@ __all__ = [
     "format_table",
     "git_commit",
     "load_state",
+    "machine_roofline",
     "measure_peak",
     "nbytes",
     "other_load",
     "print_header",
     "process_cpu_seconds",
+    "record_roofline",
+    "roofline_bound",
+    "roofline_fraction",
     "run_isolated",
     "strict_malloc",
     "time_calls",
@@ -526,3 +538,11 @@ def _cell(v: Any) -> str:
 
 # Record-writing API (its own module; imported last: it uses the helpers above)
 from _records import RESULTS_DIR, Record, _cpu_model, git_commit, load_state  # noqa: E402
+
+# Measured roofline (its own module): peak GEMM/FFT GFLOP/s and stream bandwidth of this run
+from _roofline import (  # noqa: E402
+    machine_roofline,
+    record_roofline,
+    roofline_bound,
+    roofline_fraction,
+)

@@ -13,7 +13,12 @@ Methods (one table per mode, causal and non-causal):
                               at a time (L x L scores, mask, exp, normalize): the baseline;
 * ``sa numba masked_matmul``  ``Causal(L).masked_matmul(A, B, [V|1], backend="numba")``
                               (non-causal: ``Full(L)``) on the features ``A = φ(Q)``,
-                              ``B = φ(K)``; the ones column gives the normalizer;
+                              ``B = φ(K)``; the ones column gives the normalizer; causal:
+                              the chunked-GEMM scan (chunks of ``C`` from the cost model);
+* ``sa numba row recurrence`` (causal only) the same product by the former kernel, one
+                              rank-one update per row (``method="recurrence"``);
+* ``sa numpy masked_matmul``  the same product on ``backend="numpy"``: the array-API
+                              chunked scan, numpy ``matmul`` on stacked chunks;
 * ``sa numba kernel_attn``    ``kernel_attention(q, k, v, φ, causal=..., backend="numba")``;
 * ``sa torch masked_matmul``  the same product on torch tensors (``backend="torch"``,
                               chunked scan), forward, and forward+backward;
@@ -27,6 +32,11 @@ Methods (one table per mode, causal and non-causal):
 Every (mode, L, method) runs in a fresh subprocess: warm-up call (reported as "first
 call"), median of the timed repeats, then one more call whose extra peak RSS is measured
 (see ``_harness.py``).  Ratios use baselines measured in the same run.
+
+Roofline: the parent measures this machine's ceilings once, before the workers run
+(``H.machine_roofline``: float32 GEMM GFLOP/s, stream-triad GB/s), and every row gets its
+counted flops and bytes, and its fraction of the bound ``max(flops / GEMM peak, bytes /
+bandwidth)`` (:func:`work`, which states how each method is counted).
 """
 
 from __future__ import annotations
@@ -54,6 +64,8 @@ OTHER_LOAD_WARN = 0.2  # cores used by other processes during a configuration: f
 METHODS: dict[str, tuple[str, bool, bool]] = {
     "dense_numpy": ("dense numpy softmax", False, False),
     "sa_numba_kernel": ("sa numba masked_matmul", False, False),
+    "sa_numba_recurrence": ("sa numba row recurrence", False, False),
+    "sa_numpy_kernel": ("sa numpy masked_matmul", False, False),
     "sa_numba_e2e": ("sa numba kernel_attn", False, False),
     "sa_torch_kernel_fwd": ("sa torch masked_matmul fwd", True, False),
     "sa_torch_kernel_fwdbwd": ("sa torch masked_matmul fwd+bwd", True, True),
@@ -68,11 +80,13 @@ METHODS: dict[str, tuple[str, bool, bool]] = {
 }
 # level and pass of every method: the tables compare like with like
 LEVEL = {"dense_numpy": "e2e", "sa_numba_kernel": "kernel", "sa_numba_e2e": "e2e",
+         "sa_numba_recurrence": "kernel", "sa_numpy_kernel": "kernel",
          "sa_torch_kernel_fwd": "kernel", "sa_torch_kernel_fwdbwd": "kernel",
          "sa_torch_e2e_fwd": "e2e", "sa_torch_e2e_fwdbwd": "e2e", "sdpa_fwd": "e2e",
          "sdpa_fwdbwd": "e2e", "performer": "kernel", "performer_fwdbwd": "kernel",
          "performer_e2e_fwd": "e2e", "performer_e2e_fwdbwd": "e2e"}
-NUMBA_METHODS = ("sa_numba_kernel", "sa_numba_e2e")
+NUMBA_METHODS = ("sa_numba_kernel", "sa_numba_e2e", "sa_numba_recurrence")
+CAUSAL_ONLY = ("sa_numba_recurrence",)
 # slow baselines that --quick runs once (one call timed and memory-measured
 # at once, no warm-up at that size): keeps the --quick run within minutes
 QUICK_SINGLE_SHOT = ("dense_numpy", "performer", "performer_fwdbwd", "performer_e2e_fwd",
@@ -179,6 +193,34 @@ def _make_case(method: str, causal: bool, q, k, v) -> tuple[_Case, Any]:
 
         case = _Case(call, state.clear, H.nbytes(A, B, V1, V1), "A,B,[V|1],out")
         return case, outputs
+
+    if method == "sa_numba_recurrence":
+        from structattn.backends.numba.causal import causal_masked_matmul_recurrence
+
+        A, B, V1 = features()
+
+        def call():
+            state["out"] = causal_masked_matmul_recurrence(A, B, V1)
+            return state["out"]
+
+        def outputs():
+            out = state["out"]
+            return {"attn": out[..., :-1] / out[..., -1:]}
+
+        return _Case(call, state.clear, H.nbytes(A, B, V1, V1), "A,B,[V|1],out"), outputs
+
+    if method == "sa_numpy_kernel":
+        A, B, V1 = features()
+
+        def call():
+            state["out"] = mask.masked_matmul(A, B, V1, backend="numpy", check_finite=False)
+            return state["out"]
+
+        def outputs():
+            out = state["out"]
+            return {"attn": out[..., :-1] / out[..., -1:]}
+
+        return _Case(call, state.clear, H.nbytes(A, B, V1, V1), "A,B,[V|1],out"), outputs
 
     if method == "sa_numba_e2e":
         def call():
@@ -424,6 +466,10 @@ def _checks(save_dir: str, mode: str, L: int) -> list[dict[str, Any]]:
          "sa_numba_kernel", "attn_eps" if mode == "causal" else "attn"),
         ("sa torch masked_matmul vs sa numba masked_matmul", "sa_torch_kernel_fwd", "attn",
          "sa_numba_kernel", "attn"),
+        ("sa numba row recurrence vs sa numba masked_matmul (chunked)",
+         "sa_numba_recurrence", "attn", "sa_numba_kernel", "attn"),
+        ("sa numpy masked_matmul vs sa numba masked_matmul", "sa_numpy_kernel", "attn",
+         "sa_numba_kernel", "attn"),
         ("sa torch kernel_attn vs sa numba kernel_attn", "sa_torch_e2e_fwd", "attn",
          "sa_numba_e2e", "attn"),
         ("torch SDPA vs dense numpy softmax", "sdpa_fwd", "attn", "dense_numpy", "attn"),
@@ -525,6 +571,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     sys.stdout.flush()
 
+    # the machine's ceilings, measured now, in this run (before any worker starts)
+    roof = H.machine_roofline(quick=args.quick)
+    H.record_roofline(rec, roof)
+    g32 = roof["gflops"]["float32"]
+    print(f"roofline (measured in {roof['measure_s']:.1f} s): float32 GEMM {g32['large']:.0f} "
+          f"GFLOP/s (large), {g32['batched']:.0f} (batched 128x64 @ 64x64), "
+          f"{g32['batched_cc']:.0f} (batched 128x128 @ 128x64); FFT {g32['fft']:.0f} "
+          f"GFLOP/s; stream triad {roof['stream_gbs']:.1f} GB/s", flush=True)
+
     compile_info = None
     if any(m in methods for m in NUMBA_METHODS):
         compile_info, cache_dir = _compile_time(script, args, tmp.name)
@@ -551,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         for L in lengths:
             for method in methods:
                 if method == "dense_numpy" and args.quick and L >= 16384:
+                    continue
+                if method in CAUSAL_ONLY and mode != "causal":
                     continue
                 spec = {"mode": mode, "L": L, "method": method, "repeats": repeats,
                         "budget_s": args.budget, "save_dir": save_dir}
@@ -579,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if server is not None:
         server.close()
+    for r in results:
+        if "error" not in r:
+            r.update(_roofline_entry(r, roof))
     _report(results, checks, args, lengths, perf_ok, compile_info)
     errors = minilm_errors(args.modes, perf_ok)
     for r in results:
@@ -631,6 +691,75 @@ def minilm_errors(modes, perf_ok: bool) -> dict[str, dict[str, float]]:
     return out
 
 
+def chunk_length() -> int:
+    """The chunk ``C`` the scan uses here (cost model; m = 64, d_v + 1 = 65, float32)."""
+    from structattn.backends.scan import choose_chunk_size
+
+    return choose_chunk_size(M, D + 1, 4)
+
+
+def work(method: str, mode: str, L: int) -> tuple[float, str]:
+    """Counted flops of one call of ``method`` and how they were counted.
+
+    ``N = batch x heads``, ``d = d_v = 64``, ``m = 64``, ``d_v + 1 = 65`` where the
+    normalizer rides along as a ones column; a multiply-add is 2 flops, an ``exp`` 1.
+
+    * features: ``2·N·L·d·m + N·L·m`` per feature map (projection, exp), two maps;
+    * chunked causal scan: ``2·N·L·C·m + 2·N·L·C·(d_v+1)`` (intra-chunk score block and
+      masked product, the masked-out half included: it is computed) ``+ 4·N·L·m·(d_v+1)``
+      (state contribution and read-out);
+    * row recurrence, performer's kernels, non-causal ``A (Bᵀ V)``: ``4·N·L·m·(d_v+1)``;
+    * normalization (e2e): ``N·L·d_v`` divisions;
+    * exact softmax: ``2·N·L²·(d + d_v) + N·L²`` (dense numpy computes the full square
+      even when causal); SDPA causal: half of that (it skips masked blocks);
+    * forward+backward: the torch scan x4 (forward and three backward scans), features
+      x3, performer x3, SDPA x3.5 (2 GEMMs forward, 5 backward).
+    """
+    N, d, dv, m, dv1 = BATCH * HEADS, D, D, M, D + 1
+    causal = mode == "causal"
+    C = min(chunk_length(), L)
+    feats = 2 * (2.0 * N * L * d * m + N * L * m)
+    scan = (2.0 * N * L * C * (m + dv1) + 4.0 * N * L * m * dv1) if causal else \
+        4.0 * N * L * m * dv1
+    linear = 4.0 * N * L * m * dv1
+    softmax = 2.0 * N * L * L * (d + dv) + N * L * L
+    fb = METHODS[method][2]
+    if method in ("sa_numba_kernel", "sa_numpy_kernel", "sa_torch_kernel_fwd"):
+        return scan, "scan"
+    if method == "sa_torch_kernel_fwdbwd":
+        return 4 * scan, "4 x scan"
+    if method == "sa_numba_recurrence":
+        return linear, "4·N·L·m·(d_v+1)"
+    if method in ("performer", "performer_fwdbwd"):
+        return (3 if fb else 1) * linear, ("3 x " if fb else "") + "4·N·L·m·(d_v+1)"
+    if method in ("sa_numba_e2e", "sa_torch_e2e_fwd"):
+        return feats + scan + N * L * d, "features + scan + divide"
+    if method == "sa_torch_e2e_fwdbwd":
+        return 3 * feats + 4 * scan + N * L * d, "3 x features + 4 x scan + divide"
+    if method.startswith("performer_e2e"):
+        k = 3 if fb else 1
+        return k * (feats + linear + N * L * d), ("3 x " if fb else "") + \
+            "(features + linear + divide)"
+    if method == "dense_numpy":
+        return softmax, "2·N·L²·(d+d_v) + N·L² (full square)"
+    if method.startswith("sdpa"):
+        f = softmax / 2 if causal else softmax
+        return (3.5 if fb else 1) * f, ("3.5 x " if fb else "") + "softmax" + \
+            (" / 2 (causal)" if causal else "")
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _roofline_entry(r: dict[str, Any], roof: dict[str, Any]) -> dict[str, Any]:
+    """Counted flops, bytes (the call's compulsory inputs + outputs), bound and fraction."""
+    flops, how = work(r["method"], r["mode"], r["L"])
+    nbytes = float(r["io_bytes"])
+    bound = H.roofline_bound(flops, nbytes, roof, "float32", gemm_kind="large")
+    return {"flops": flops, "flops_how": how, "bytes": nbytes, "roofline_bound_s": bound,
+            "roofline_fraction": H.roofline_fraction(flops, nbytes, r["median_s"], roof,
+                                                     "float32", gemm_kind="large"),
+            "gflops_achieved": flops / r["median_s"] / 1e9}
+
+
 def _error_of(method: str, errors: dict[str, float]) -> Any:
     if method in ("dense_numpy",) or method.startswith("sdpa"):
         return "exact"
@@ -661,7 +790,8 @@ def _record_tables(rec, results, args, lengths, errors) -> None:
                     "x vs performer-pytorch (same level, same pass)"]
             if sdpa_key:
                 cols.append("x vs torch SDPA (same pass)")
-            cols += ["peak extra (MiB)", "reps", "others (cores)",
+            cols += ["GFLOP (counted)", "MB (in + out)", "GFLOP/s", "roofline bound (s)",
+                     "fraction of roofline", "peak extra (MiB)", "reps", "others (cores)",
                      f"error on MiniLM (L = {MINILM_L})"]
             rows = []
             for L in lengths:
@@ -677,7 +807,10 @@ def _record_tables(rec, results, args, lengths, errors) -> None:
                     row = [L, label, t, _ratio(perf["median_s"] if perf else None, t)]
                     if sdpa_key:
                         row.append(_ratio(sdpa["median_s"] if sdpa else None, t))
-                    row += [r["peak_extra_bytes"] / H.MiB, len(r["times_s"]),
+                    row += [r.get("flops", 0.0) / 1e9, r.get("bytes", 0.0) / 1e6,
+                            r.get("gflops_achieved"), r.get("roofline_bound_s"),
+                            r.get("roofline_fraction"),
+                            r["peak_extra_bytes"] / H.MiB, len(r["times_s"]),
                             r.get("other_cpu_cores"), _error_of(m, err)]
                     rows.append(row)
             notes = [
@@ -689,6 +822,13 @@ def _record_tables(rec, results, args, lengths, errors) -> None:
                 "other processes used while the row ran (the machine has "
                 f"{os.cpu_count()}). '(single call)': one call, timed and memory-measured "
                 "at once after a warm-up at L = 256 (slow baselines under --quick).",
+                "Roofline: GFLOP counted as in bench_causal.work (features 2·L·d·m + L·m "
+                "per map; chunked scan 2·L·C·(m + d_v + 1) + 4·L·m·(d_v + 1) with C = "
+                f"{chunk_length()}; recurrence and performer 4·L·m·(d_v + 1); softmax "
+                "2·L²·(d + d_v) + L², SDPA causal half; fwd+bwd: scan x4, features x3, "
+                "performer x3, SDPA x3.5), MB = the call's inputs + outputs; bound = "
+                "max(GFLOP / float32 GEMM peak, MB / stream bandwidth), both measured in "
+                "this run (table 'roofline'); fraction = bound / time (1 = at the roof).",
                 error_note(MINILM_L) + f" Uniform attention (trivial baseline): "
                 f"{err.get('uniform', float('nan')):.3f}.",
             ]
@@ -744,6 +884,10 @@ def _report(results, checks, args, lengths, perf_ok, compile_info) -> None:
         if not perf_ok:
             print("   (performer-pytorch not importable: 'x vs performer' skipped)")
 
+    g = _roof_print(results, args, lengths)
+    if g:
+        print(g)
+
     if checks:
         print("\n=== output agreement (float32, max|Δ| / max|ref|, tolerance "
               f"{F32_TOL:g})")
@@ -765,6 +909,25 @@ def _report(results, checks, args, lengths, perf_ok, compile_info) -> None:
     print("\n=== issue targets (L = 16384, causal)")
     for line in _targets(results)["lines"]:
         print("   " + line)
+
+
+def _roof_print(results, args, lengths) -> str:
+    headers = ["L", "method", "GFLOP", "MB", "time (s)", "GFLOP/s", "bound (s)",
+               "fraction of roofline", "counted as"]
+    rows = []
+    for mode in args.modes:
+        for L in lengths:
+            for r in results:
+                if r["mode"] == mode and r["L"] == L and "roofline_fraction" in r:
+                    rows.append([L, f"{mode[:6]} {r['label']}", r["flops"] / 1e9,
+                                 r["bytes"] / 1e6, r["median_s"], r["gflops_achieved"],
+                                 r["roofline_bound_s"], r["roofline_fraction"],
+                                 r["flops_how"]])
+    if not rows:
+        return ""
+    return ("\n=== roofline: counted flops and bytes, bound = max(flops / GEMM peak, bytes / "
+            "stream bandwidth) measured in this run, fraction = bound / time\n"
+            + H.format_table(headers, rows))
 
 
 def _targets(results) -> dict[str, Any]:
@@ -811,6 +974,21 @@ def _targets(results) -> dict[str, Any]:
             f"{METHODS[key][0]} peak extra {r['peak_extra_bytes'] / H.MiB:.0f} MiB <= 2 x "
             f"in+out ({r['io_note']}) = {2 * r['io_bytes'] / H.MiB:.0f} MiB: {x:.3f}x -> "
             f"{tail}")
+    rec_ = _get(results, "causal", L, "sa_numba_recurrence")
+    chk = _get(results, "causal", L, "sa_numba_kernel")
+    if rec_ and chk:
+        x = rec_["median_s"] / chk["median_s"]
+        out["chunked_vs_recurrence"] = x
+        lines.append(f"sa numba chunked masked_matmul >= 3x the row recurrence's throughput: "
+                     f"{x:.2f}x -> {verdict(x >= 3)}")
+    for key in ("sa_numba_kernel", "sa_numba_e2e"):
+        r = _get(results, "causal", L, key)
+        if r and "roofline_fraction" in r:
+            f = r["roofline_fraction"]
+            out[f"{key}_roofline_fraction"] = f
+            lines.append(f"{METHODS[key][0]} within 3x of its roofline bound: fraction "
+                         f"{f:.2f} (bound {r['roofline_bound_s']:.4f} s) -> "
+                         f"{verdict(f >= 1 / 3)}")
     if not lines:
         lines.append("no L = 16384 causal measurements in this run")
     return out

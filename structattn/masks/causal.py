@@ -111,9 +111,13 @@ class Causal(_CausalBase):
     Notes
     -----
     ``masked_matmul(A, B, V)`` runs the prefix-sum recurrence
-    ``S_i = S_{i-1} + B_i V_iᵀ``, output ``A_i S_i``: ``O(L·m·d_v)`` time and
-    ``O(m·d_v)`` state per batch element (numba: one row at a time; torch/numpy: a
-    chunked scan whose autograd saves only the inputs).  ``matmat`` is a cumulative sum.
+    ``S_i = S_{i-1} + B_i V_iᵀ``, output ``A_i S_i``, as a chunked scan on every
+    backend: chunks of ``C`` tokens (``C`` from
+    :func:`~structattn.backends.scan.choose_chunk_size`) do dense GEMMs
+    ``((A_c B_cᵀ) ⊙ D) V_c`` inside and carry one ``m x d_v`` state across:
+    ``2·L·C·(m + d_v) + 4·L·m·d_v`` flops, ``O(m·d_v)`` state per batch element (numba:
+    BLAS GEMMs issued in parallel per chunk; torch: an autograd Function that saves only
+    the inputs).  ``matmat`` is a cumulative sum.
 
     Examples
     --------
@@ -156,9 +160,12 @@ class DecayedCausal(_CausalBase):
 
     Notes
     -----
-    Same cost as :class:`Causal`: ``O(L·m·d_v)`` time, ``O(m·d_v)`` state.  Powers of
-    ``gamma`` are only ever formed with non-negative exponents, so nothing overflows;
-    contributions older than ``log(tiny)/log(gamma)`` steps underflow to zero.
+    Same cost as :class:`Causal`: ``O(L·m·d_v)`` time, ``O(m·d_v)`` state; in the
+    chunked scan the decay enters as per-chunk scalings (``gamma**(t+1)`` on a chunk's
+    rows against the carried state, ``gamma**(C-1-s)`` on its keys' contribution,
+    ``gamma**C`` on the state).  Powers of ``gamma`` are only ever formed with
+    non-negative exponents, so nothing overflows; contributions older than
+    ``log(tiny)/log(gamma)`` steps underflow to zero.
 
     Examples
     --------

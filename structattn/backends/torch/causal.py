@@ -9,8 +9,11 @@ and every chunk's ``C x C`` score block.  The Function below saves only ``A``, `
 * ``dV = (Mᵀ ⊙ B Aᵀ) G = J (M ⊙ (JB)(JA)ᵀ) (JG)``
 * ``dB = (Mᵀ ⊙ V Gᵀ) A = J (M ⊙ (JV)(JG)ᵀ) (JA)``
 
-so forward and backward memory are ``O(L·(m + d_v))`` plus one chunk.  Only plain torch
-operations are used: it runs on CPU and CUDA.
+so forward and backward memory are ``O(L·(m + d_v))`` plus one group of chunks
+(:data:`~structattn.backends.scan.GROUP_TOKENS` tokens).  The scan is the one math core
+of :mod:`structattn.backends.scan` (the numpy and numba backends run the same algorithm
+with the same chunk length from :func:`~structattn.backends.scan.choose_chunk_size`).
+Only plain torch operations are used: it runs on CPU and CUDA.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..scan import DEFAULT_CHUNK_SIZE
 from ..scan import causal_masked_matmul as _scan
 
 __all__ = ["causal_masked_matmul"]
@@ -58,12 +60,15 @@ def causal_masked_matmul(
     *,
     gamma: float = 1.0,
     exclusive: bool = False,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """``(M ⊙ A Bᵀ) V`` for the (decayed) causal mask on torch tensors, with autograd.
 
-    Same contract as :func:`structattn.backends.scan.causal_masked_matmul`.
+    Same contract as :func:`structattn.backends.scan.causal_masked_matmul` (``chunk_size``
+    None: the cost model's ``C``, the same as the numpy and numba backends').  With
+    gradients, the saved tensors are ``A``, ``B``, ``V`` only: ``O(L·(m + d_v))``.
     """
     if not (A.requires_grad or B.requires_grad or V.requires_grad):
         return _scan(A, B, V, gamma=gamma, exclusive=exclusive, chunk_size=chunk_size)
-    return _CausalMaskedMatmul.apply(A, B, V, float(gamma), bool(exclusive), int(chunk_size))
+    return _CausalMaskedMatmul.apply(A, B, V, float(gamma), bool(exclusive),
+                                     None if chunk_size is None else int(chunk_size))

@@ -9,7 +9,10 @@ Reinforcement Learning on a Single Machine" (ICML 2022).  See ``docs/population.
 * :func:`stack_params` / :func:`unstack_params`, :func:`adam_step` (per-member learning
   rates), :class:`VectorizedLinear` (torch);
 * :func:`pbt_truncation`, :func:`pbt_explore`, :func:`sample_prior`,
-  :func:`dvd_diversity`, :func:`cem_update`.
+  :func:`dvd_diversity`, :func:`cem_update`;
+* :func:`train_population` (vectorized PBT loop, torch) and
+  :func:`train_population_dask` (the same with shards of the population on
+  dask.distributed workers, exploit/explore across workers).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ __all__ = [
     "sample_prior",
     "stack_feature_maps",
     "stack_params",
+    "train_population",
+    "train_population_dask",
     "unstack_params",
 ]
 
@@ -56,4 +61,12 @@ def __getattr__(name: str) -> Any:
         from ._layers import VectorizedLinear
 
         return VectorizedLinear
+    if name == "train_population":  # torch-only
+        from .train import train_population
+
+        return train_population
+    if name == "train_population_dask":  # torch + dask.distributed
+        from .distributed import train_population_dask
+
+        return train_population_dask
     raise AttributeError(f"module 'structattn.population' has no attribute {name!r}")

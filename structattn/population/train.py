@@ -23,7 +23,48 @@ from torch.func import grad_and_value, vmap
 from ._core import adam_step
 from .pbt import pbt_explore, pbt_truncation
 
-__all__ = ["PopulationRun", "train_population"]
+__all__ = ["PopulationRun", "train_population", "train_segment"]
+
+
+def train_segment(
+    member_loss: Callable[..., Any],
+    params: Mapping[str, Any],
+    buffers: Mapping[str, Any],
+    state: Mapping[str, Any] | None,
+    hparams: Mapping[str, Any],
+    batches: Callable[[int], Any],
+    start: int,
+    stop: int,
+    *,
+    functorch_grad: bool = True,
+    bar: Any = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Steps ``start … stop - 1`` of vectorized training, no exploit: the inner loop of
+    :func:`train_population` (and of each shard of
+    :func:`~structattn.population.train_population_dask`).
+
+    Returns ``(params, adam_state)``; ``adam_state`` is ``state`` when no step ran.
+    ``O((stop - start) · P · member cost)``.
+    """
+    like = next(iter(params.values()))
+    hpt = {k: torch.as_tensor(v, dtype=like.dtype) for k, v in hparams.items() if k != "lr"}
+    lr = torch.as_tensor(np.asarray(hparams["lr"], dtype=np.float64), dtype=like.dtype)
+    step_fn = vmap(grad_and_value(member_loss), in_dims=(0, 0, 0, None))
+    loss_fn = vmap(member_loss, in_dims=(0, 0, 0, None))
+    params = dict(params)
+    for step in range(start, stop):
+        if functorch_grad:
+            grads, _ = step_fn(params, buffers, hpt, batches(step))
+        else:
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            losses = loss_fn(leaves, buffers, hpt, batches(step))
+            found = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
+            grads = {k: torch.zeros_like(v) if g is None else g
+                     for (k, v), g in zip(leaves.items(), found, strict=True)}
+        params, state = adam_step(params, grads, state, lr=lr)
+        if bar is not None:
+            bar.update()
+    return params, state
 
 
 @dataclass
@@ -116,43 +157,39 @@ def train_population(
     buffers = {k: v.detach().clone() for k, v in (buffers or {}).items()}
     hp = {k: np.array(v, dtype=np.float64) for k, v in hparams.items()}
     like = next(iter(params.values()))
-    step_fn = vmap(grad_and_value(member_loss), in_dims=(0, 0, 0, None))
-    loss_fn = vmap(member_loss, in_dims=(0, 0, 0, None))
 
     def hp_tensors() -> dict[str, Any]:
         return {k: torch.as_tensor(v, dtype=like.dtype) for k, v in hp.items() if k != "lr"}
 
     state = None
     history: list[dict[str, Any]] = []
-    bar = range(steps)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(bar, desc=desc, leave=False)
-    for step in bar:
-        if functorch_grad:
-            grads, _ = step_fn(params, buffers, hp_tensors(), batches(step))
-        else:
-            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-            losses = loss_fn(leaves, buffers, hp_tensors(), batches(step))
-            found = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
-            grads = {k: torch.zeros_like(v) if g is None else g
-                     for (k, v), g in zip(leaves.items(), found, strict=True)}
-        params, state = adam_step(params, grads, state,
-                                  lr=torch.as_tensor(hp["lr"], dtype=like.dtype))
-        if exploit_every and (step + 1) % exploit_every == 0 and step + 1 < steps:
-            fit = np.asarray(fitness(params, buffers, hp_tensors()), dtype=np.float64)
-            copies = pbt_truncation(fit, bottom_frac=bottom_frac, rng=gen)
-            if copies:
-                dst = torch.as_tensor(list(copies))
-                src = torch.as_tensor(list(copies.values()))
-                for d in (params, buffers, state["m"], state["v"]):
-                    for k in d:
-                        d[k] = d[k].clone()
-                        d[k][dst] = d[k][src]
-                hp = pbt_explore(hp, copies, prior=prior, rng=gen)
-            history.append({"step": step + 1, "fitness": fit.tolist(),
-                            "copies": {int(a): int(b) for a, b in copies.items()}})
+        bar = tqdm(total=steps, desc=desc, leave=False)
+    ends = list(range(exploit_every, steps, exploit_every)) if exploit_every else []
+    start = 0
+    for stop in [*ends, steps]:
+        params, state = train_segment(member_loss, params, buffers, state, hp, batches,
+                                      start, stop, functorch_grad=functorch_grad, bar=bar)
+        start = stop
+        if stop == steps:
+            break
+        fit = np.asarray(fitness(params, buffers, hp_tensors()), dtype=np.float64)
+        copies = pbt_truncation(fit, bottom_frac=bottom_frac, rng=gen)
+        if copies:
+            dst = torch.as_tensor(list(copies))
+            src = torch.as_tensor(list(copies.values()))
+            for d in (params, buffers, state["m"], state["v"]):
+                for k in d:
+                    d[k] = d[k].clone()
+                    d[k][dst] = d[k][src]
+            hp = pbt_explore(hp, copies, prior=prior, rng=gen)
+        history.append({"step": stop, "fitness": fit.tolist(),
+                        "copies": {int(a): int(b) for a, b in copies.items()}})
+    if bar is not None:
+        bar.close()
     fit = np.asarray(fitness(params, buffers, hp_tensors()), dtype=np.float64)
     history.append({"step": steps, "fitness": fit.tolist(), "copies": {}})
     return PopulationRun(params, buffers, hp, fit, history)

@@ -143,28 +143,6 @@ def tree_exp_dp(
     structure = (order, parent_pos, level_ptr, child_ptr, alpha, amps)
     if not (torch.is_grad_enabled() and X.requires_grad):
         return tree_exp_dp_levels(X, *structure)
-    return _function().apply(X, structure)
+    from ._tree_function import TreeDP
 
-
-_FUNCTION = None
-
-
-def _function():
-    global _FUNCTION
-    if _FUNCTION is None:
-        import torch
-        from torch.autograd.function import once_differentiable
-
-        class _TreeDP(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, X, structure):
-                ctx.structure = structure
-                return tree_exp_dp_levels(X, *structure)
-
-            @staticmethod
-            @once_differentiable
-            def backward(ctx, G):  # M is symmetric: the adjoint is the same DP
-                return tree_exp_dp_levels(G.contiguous(), *ctx.structure), None
-
-        _FUNCTION = _TreeDP
-    return _FUNCTION
+    return TreeDP.apply(X, structure)

@@ -73,7 +73,14 @@ def operator_flops(name: str, budget_name: str | None, budget_value: Any, length
         flops = int(counter.get_total_flops())
         # 0: the work is in ops the counter does not see (sparse, gathers) — unmeasured
         return flops if isinstance(out, torch.Tensor) and flops > 0 else None
-    except Exception:  # no torch path: the point is left out of a flops comparison
+    except (TypeError, NotImplementedError):  # no torch path: left out of flops comparisons
+        return None
+    except Exception as exc:  # a failure, not a missing path: say so, then leave it out
+        import warnings
+
+        warnings.warn(f"operator_flops: {name} ({budget_name}={budget_value}) failed on "
+                      f"torch inputs and is left out of the flops comparison: "
+                      f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
         return None
 
 

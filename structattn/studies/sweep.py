@@ -91,8 +91,9 @@ class Sweep:
         head and call; ``performer+diffusion``: ``m·(d_v+1)`` sparse Taylor series per
         head); ``"all"``: every registered operator.
     lengths : tuple of int
-    inputs : {"auto", "minilm", "calibrated", "synthetic"}
-        See :data:`INPUTS`.
+    inputs : {"auto", "minilm", "calibrated", "synthetic"} or path
+        See :data:`INPUTS`; or the path of a ``.npz`` of captured attention
+        (:func:`~structattn.studies.capture`, :doc:`/your_attention`).
     minilm_layer : int or "all"
         MiniLM layer (0-5) or ``"all"`` (72 heads on the batch x head dimensions).
     causal : tuple of bool

@@ -4,8 +4,8 @@ Usage (also the ``kernels`` section of ``benchmarks/bench_graphs.py``)::
 
     python benchmarks/_bench_graph_kernels.py [--quick] [--dense-max 10000] [--out r.json]
 
-Part 1 (tree): a random recursive tree on L ∈ {1e3, 1e4, 1e5} tokens (quick: 1e3, 1e4),
-``TreeDistanceMask(tree, 0.9)``, float64:
+Part 1 (tree): a random recursive tree on L ∈ {1e3, 1e4, 1e5} tokens,
+``TreeDistanceMask(tree, 0.9)``, float64 (quick: the same three lengths, no 1e6 row):
 
 * ``dp matmat``  ``M @ X`` for ``X`` of shape ``(L, 64)`` by the numba sibling-sum DP;
 * ``dp torch``   the same by the level-wise torch path (``torch.set_num_threads(1)``
@@ -83,6 +83,32 @@ def tree_part(lengths: list[int], dense_max: int, repeats: int,
     return rows
 
 
+def tree_dp_bytes(L: int, F: int, itemsize: int = 8) -> int:
+    """Bytes the sibling-sum DP moves for ``M @ X``, ``X`` of shape ``(L, F)``.
+
+    Counted streams of ``L x F`` arrays (float64 work arrays): ``X`` read, up pass ``U``
+    written and read back by the parents' pulls, down pass ``U`` (siblings' prefix /
+    suffix sums) and parent ``D`` read, ``D`` written, output written: 7 streams of
+    ``L·F·itemsize`` bytes, plus three ``int64`` index arrays (order, parent position,
+    child pointers) of ``L`` entries.  A lower count: cache hits on the parents' rows
+    are not subtracted, spills are not added.
+    """
+    return 7 * L * F * itemsize + 3 * 8 * L
+
+
+_ROOF_QUICK = {"quick": True}  # set by run(): the roofline mode of this run
+
+
+def _with_bandwidth(row: dict, F: int = 64) -> dict:
+    """Add ``dp_bytes``, achieved ``dp_gbs`` and ``dp_stream_frac`` (of the stream triad)."""
+    roof = H.machine_roofline(quick=_ROOF_QUICK["quick"])
+    nbytes = tree_dp_bytes(row["L"], F)
+    row["dp_bytes"] = nbytes
+    row["dp_gbs"] = nbytes / row["dp_s"] / 1e9
+    row["dp_stream_frac"] = row["dp_gbs"] / roof["stream_gbs"]
+    return row
+
+
 def _tree_row(L: int, dense_max: int, repeats: int, torch: Any, shortest_path: Any,
               dp_only: bool = False) -> dict:
     load = H.other_load(1.0)
@@ -99,11 +125,11 @@ def _tree_row(L: int, dense_max: int, repeats: int, torch: Any, shortest_path: A
                             repeats=max(repeats, 7))["times_s"]
     dp = float(np.median(dp_times))
     if dp_only:
-        return {"L": L, "height": mask.height, "build_s": build_s, "dp_s": dp,
-                "dp_min_s": float(min(dp_times)),
-                "dp_ns_per_entry": 1e9 * dp / (L * X.shape[1]), "dp_torch_s": None,
-                "dp_masked_s": None, "dense_s": None, "dense_masked_s": None,
-                "dense_build_s": None, "max_rel_diff": None, "others_cores": load}
+        return _with_bandwidth({
+            "L": L, "height": mask.height, "build_s": build_s, "dp_s": dp,
+            "dp_min_s": float(min(dp_times)), "dp_ns_per_entry": 1e9 * dp / (L * X.shape[1]),
+            "dp_torch_s": None, "dp_masked_s": None, "dense_s": None, "dense_masked_s": None,
+            "dense_build_s": None, "max_rel_diff": None, "others_cores": load})
     Xt = torch.as_tensor(X)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 threads on 2 contended cores: scheduling noise dominates
@@ -134,7 +160,7 @@ def _tree_row(L: int, dense_max: int, repeats: int, torch: Any, shortest_path: A
         row["max_rel_diff"] = float(np.linalg.norm(mask.matmat(X) - ref)
                                     / np.linalg.norm(ref))
         del Md, dense
-    return row
+    return _with_bandwidth(row)
 
 
 def walks_part(side: int, budgets: list[int], repeats: int) -> list[dict[str, Any]]:
@@ -165,6 +191,7 @@ def _exponent(rows: list[dict[str, Any]], key: str, lo: int, hi: int) -> float |
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run both parts; returns one record per measured configuration."""
     quick = bool(getattr(args, "quick", False))
+    _ROOF_QUICK["quick"] = quick
     repeats = 1 if quick else int(getattr(args, "repeats", 3))
     dense_max = int(getattr(args, "dense_max", 10_000))
     lengths = [1_000, 10_000, 100_000]  # 1e5: DP rows only (dense needs 80 GB)
@@ -173,17 +200,19 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     print("\n-- graph-kernel masks: TreeDistanceMask (r = 0.9, random recursive tree), "
           "float64, X: L x 64; masked: m = 16, d_v + 1 = 17", flush=True)
     # one longer DP-only row (full mode): both 1e5 and 1e6 are out of cache
-    trows = tree_part(lengths, dense_max, repeats, (1_000_000,))
+    trows = tree_part(lengths, dense_max, repeats, () if quick else (1_000_000,))
     table = []
     for r in trows:
         ratio = None if r["dense_s"] is None else r["dense_s"] / r["dp_s"]
         mratio = None if r["dense_masked_s"] is None else r["dense_masked_s"] / r["dp_masked_s"]
         table.append([r["L"], r["height"], r["dp_s"], r["dp_min_s"], r["dp_ns_per_entry"],
+                      r["dp_bytes"] / 2**20, r["dp_gbs"], r["dp_stream_frac"],
                       r["dp_torch_s"], r["dense_s"], ratio,
                       r["dp_masked_s"], r["dense_masked_s"], mratio, r["dense_build_s"],
                       r["max_rel_diff"], r["others_cores"]])
     print(H.format_table(["L", "height", "dp (s)", "dp min (s)", "dp ns/(L·F)",
-                          "dp torch 1 thr (s)", "dense (s)", "dense/dp",
+                          "dp MiB moved", "dp GB/s", "of stream", "dp torch 1 thr (s)",
+                          "dense (s)", "dense/dp",
                           "dp masked (s)", "dense masked (s)", "dense/dp masked",
                           "dense build (s)", "rel diff", "others (cores)"], table))
     expo = {}
@@ -198,6 +227,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
           "1e5 the DP's four L x F float64 arrays leave the cache, 20 MB -> 200 MB; "
           "1e5 -> 1e6 are both out of cache)")
     print(f"   dense baseline only for L <= {dense_max} (dense mask: 8·L² bytes)")
+    print(f"   dp bytes: 7 float64 L x F streams + 3 int64 index arrays (tree_dp_bytes); "
+          f"of stream = achieved GB/s / stream triad "
+          f"{H.machine_roofline(quick=quick)['stream_gbs']:.1f} GB/s (same process)")
 
     print("\n-- RandomWalkMask on a 100 x 100 grid (L = 1e4), p_halt = 0.5, K = 3, "
           "product with 64 columns", flush=True)

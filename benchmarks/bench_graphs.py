@@ -23,6 +23,15 @@ each run, in the same process and run, by
 * ``sdpa``           ``torch.nn.functional.scaled_dot_product_attention`` with the dense
                      boolean mask (``attn_mask``, True = attend).
 
+Block patterns (``-b16``) run as batched GEMMs over gathered key/value blocks on every
+backend (:mod:`structattn.graphs.block_gemm`); token patterns by the token kernels.
+Roofline columns (issue #21): flops ``2·nnz·(d + d_v)`` (exponentials not counted) and
+bytes moved (:func:`sparse_bytes`: token path ``q`` and the output once plus one key
+row, one value row and one int64 index per edge; block path ``q`` and the output once
+plus one key and value block and one index per block edge), achieved GB/s of the numba
+backend's time, its fraction of the stream triad, and the fraction of the bound
+``max(flops / batched GEMM peak, bytes / stream)`` measured in the same run.
+
 Reported: median times (one warm-up call, numba compile excluded), ratios dense/sparse
 and sdpa/sparse, the agreement of the sparse output with SDPA's, and "others (cores)":
 CPU used by other processes while a row ran (the machine is shared; times of rows with a
@@ -66,6 +75,15 @@ PATTERNS: dict[str, Callable[[int], AttentionGraph]] = {
 }
 
 
+def sparse_bytes(N: int, nnz: int, d: int, dv: int, block: int | None,
+                 itemsize: int = 4) -> int:
+    """Bytes moved by graph sparse attention (module docstring): token or block path."""
+    if block is None:
+        return (N * d + nnz * (d + dv) + N * dv) * itemsize + 8 * nnz
+    nb = nnz // (block * block)  # block edges
+    return (N * d + nb * block * (d + dv) + N * dv) * itemsize + 8 * nb
+
+
 def _timed(fn: Callable[[], Any], repeats: int) -> dict[str, Any]:
     """Median time of ``fn`` plus the other processes' CPU load while it ran (cores)."""
     b0, c0 = H.cpu_busy_seconds(), H.process_cpu_seconds()
@@ -85,6 +103,9 @@ def run_sparse(args: argparse.Namespace) -> list[dict[str, Any]]:
     lengths = [1024, 4096] if args.quick else [1024, 4096, 16384]
     repeats = 3 if args.quick else args.repeats
     rows: list[dict[str, Any]] = []
+    from structattn.graphs.block_gemm import detect_block_layout
+
+    roof = H.machine_roofline(quick=args.quick)
     print("\n-- sparse attention on a graph vs dense masked attention (float32, "
           f"batch x heads = 1 x 1, d = d_v = {D})", flush=True)
     for N in lengths:
@@ -95,6 +116,10 @@ def run_sparse(args: argparse.Namespace) -> list[dict[str, Any]]:
             g = make(N)
             row: dict[str, Any] = {"pattern": name, "N": N, "nnz": g.nnz,
                                    "mean_degree": g.mean_degree, "density": g.density}
+            found = detect_block_layout(g)
+            row["block"] = None if found is None else found[1]
+            row["flops"] = 2 * g.nnz * (D + D)
+            row["bytes"] = sparse_bytes(N, g.nnz, D, D, row["block"])
             t = _timed(lambda g=g, q=q, k=k, v=v: sparse_attention(
                 q, k, v, g, backend="numba", check_finite=False), repeats)
             row["numba_s"], row["numba_first_s"] = t["median_s"], t["first_call_s"]
@@ -139,6 +164,12 @@ def run_sparse(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                          / np.abs(ref).max())
             got = sparse_attention(q, k, v, g, backend="numba")
             row["max_rel_diff_vs_sdpa"] = float(np.abs(got - ref).max() / np.abs(ref).max())
+            bound = H.roofline_bound(row["flops"], row["bytes"], roof, "float32",
+                                     gemm_kind="batched")
+            row["numba_gbs"] = row["bytes"] / row["numba_s"] / 1e9
+            row["numba_stream_frac"] = row["numba_gbs"] / roof["stream_gbs"]
+            row["numba_roofline_frac"] = bound / row["numba_s"]
+            row["torch_roofline_frac"] = bound / row["torch_s"]
             known = [x for x in loads if x is not None]
             row["other_cores"] = max(known) if known else None
             del A, tA, ref
@@ -156,6 +187,16 @@ def run_sparse(args: argparse.Namespace) -> list[dict[str, Any]]:
          "rel diff vs sdpa", "others (cores)"], table))
     print("   ratios: baseline median / sparse median, same run; others (cores): the largest "
           "CPU load of other processes over the row's measurements")
+    print(H.format_table(
+        ["N", "pattern", "path", "GFLOP", "MiB moved", "numba (s)", "numba GFLOP/s",
+         "numba GB/s", "of stream", "of roofline (numba)", "of roofline (torch)"],
+        [[r["N"], r["pattern"], "token" if r["block"] is None else f"block {r['block']}",
+          r["flops"] / 1e9, r["bytes"] / 2**20, r["numba_s"], r["flops"] / r["numba_s"] / 1e9,
+          r["numba_gbs"], r["numba_stream_frac"], r["numba_roofline_frac"],
+          r["torch_roofline_frac"]] for r in rows]))
+    print(f"   roofline (same run): batched float32 GEMM "
+          f"{roof['gflops']['float32']['batched']:.1f} GFLOP/s, stream triad "
+          f"{roof['stream_gbs']:.1f} GB/s; bytes: see sparse_bytes")
     return rows
 
 
@@ -167,7 +208,10 @@ def _table_sparse(rec, rows: list[dict[str, Any]]) -> None:
     table = [[r["N"], r["pattern"], r["nnz"], r["mean_degree"], r["numba_s"], r["torch_s"],
               r.get("flex_s"), r["sdpa_s"], r["dense_s"], _r(r.get("flex_s"), r["numba_s"]),
               _r(r["sdpa_s"], r["numba_s"]), _r(r["sdpa_s"], r["torch_s"]),
-              r["torch_fwd_bwd_s"], r.get("block_sparsity"), r["other_cores"]]
+              r["torch_fwd_bwd_s"], r.get("block_sparsity"),
+              "token" if r.get("block") is None else f"block GEMM ({r['block']})",
+              r.get("bytes", 0) / 2**20, r.get("numba_gbs"), r.get("numba_stream_frac"),
+              r.get("numba_roofline_frac"), r["other_cores"]]
              for r in rows]
     rec.add_table(
         "sparse", "Sparse attention on a graph vs SDPA and block-sparse flex_attention, "
@@ -175,7 +219,9 @@ def _table_sparse(rec, rows: list[dict[str, Any]]) -> None:
                     "sa torch fwd (s)", "flex_attention compiled fwd (s)",
                     "SDPA + dense bool mask fwd (s)", "numpy dense masked fwd (s)",
                     "x vs flex (numba)", "x vs SDPA (numba)", "x vs SDPA (torch)",
-                    "sa torch fwd+bwd (s)", "flex blocks skipped", "others (cores)"], table,
+                    "sa torch fwd+bwd (s)", "flex blocks skipped", "path",
+                    "MiB moved", "numba GB/s", "of stream triad", "of roofline bound (numba)",
+                    "others (cores)"], table,
         ["Batch x heads = 1 x 1, d = d_v = 64, float32, standard-normal inputs; median of "
          "the repeats after one warm-up call (numba compile and flex_attention's "
          "torch.compile excluded: see the record's flex_first_s), in-process. SDPA "
@@ -183,7 +229,12 @@ def _table_sparse(rec, rows: list[dict[str, Any]]) -> None:
          "(torch.compile, inductor C++ on the CPU) skips the 128 x 128 blocks with no "
          "edge ('flex blocks skipped' = fraction of such blocks) and reads the mask "
          "inside the others. Ratios: baseline time / structattn time (> 1: structattn "
-         "faster), forward vs forward."])
+         "faster), forward vs forward. Path: block patterns run as batched GEMMs over "
+         "gathered key/value blocks (structattn.graphs.block_gemm), token patterns by "
+         "the token kernels. Bytes moved: q and the output once plus, per edge (token "
+         "path) or block edge (block path), one key and one value row/block and an int64 "
+         "index; GB/s from the numba time; roofline bound = max(2 nnz (d + d_v) flops / "
+         "batched float32 GEMM peak, bytes / stream triad), both measured in the same run."])
 
 
 def _table_kernels(rec, rows: list[dict[str, Any]]) -> None:
@@ -198,19 +249,24 @@ def _table_kernels(rec, rows: list[dict[str, Any]]) -> None:
                       r["dense_s"], _r(r["dense_s"], r["dp_s"]),
                       r["dense_build_s"], _r(with_build, r["dp_s"]), r["dp_masked_s"],
                       r["dense_masked_s"], _r(r["dense_masked_s"], r["dp_masked_s"]),
-                      _r(mwith, r["dp_masked_s"]), r["max_rel_diff"], r["others_cores"]])
+                      _r(mwith, r["dp_masked_s"]), r.get("dp_bytes", 0) / 2**20,
+                      r.get("dp_gbs"), r.get("dp_stream_frac"), r["max_rel_diff"],
+                      r["others_cores"]])
     rec.add_table(
         "tree", "Tree-distance mask (r = 0.9): sibling-sum DP vs dense mask",
         ["L", "tree height", "DP M @ X (s)", "DP ns / (L·F)", "torch DP, 1 thread (s)",
          "dense M @ X (s)", "x vs dense (mask prebuilt)",
          "dense mask build (s)", "x vs dense (incl. mask build)", "DP masked product (s)",
          "dense masked product (s)", "x vs dense masked (prebuilt)",
-         "x vs dense masked (incl. build)", "rel diff", "others (cores)"], table,
+         "x vs dense masked (incl. build)", "DP MiB moved", "DP GB/s",
+         "DP of stream triad", "rel diff", "others (cores)"], table,
         ["Random recursive tree, float64, X: L x 64 (masked product: m = 16, d_v + 1 = 17 "
          "columns), numba DP; dense: BLAS with the L x L mask, only where it fits. "
          "'prebuilt' leaves out the all-pairs tree distances the dense mask needs; "
          "'incl. build' charges them once to the product (one product per mask). "
-         "L = 10⁶: DP M @ X only."])
+         "L = 10⁶: DP M @ X only. DP bytes moved: 7 float64 L x F streams (X read, up "
+         "and down passes, output) plus 3 int64 index arrays; GB/s over the DP time, "
+         "against the stream triad measured in the same run."])
     expo = next((r for r in rows if r.get("part") == "tree_exponents"), {})
     pairs = [(1_000, 10_000), (10_000, 100_000), (100_000, 1_000_000)]
     erows = []
@@ -290,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         _table_sparse(rec, results["sparse"])
     if "kernels" in results:
         _table_kernels(rec, results["kernels"])
+    H.record_roofline(rec, H.machine_roofline(quick=args.quick))
     rec.write(args.record)
     if args.out:
         with open(args.out, "w") as fh:

@@ -336,8 +336,10 @@ def kernel_attention(
         symbols) rows ``<= i`` are bit-identical whatever the keys/values after ``i``
         (FFT-based causal masks, e.g. a causal ``Toeplitz``, only up to rounding).
     backend : {"auto", "numpy", "numba", "torch"}
-        ``"numba"`` runs the causal scan one row at a time on numpy arrays; ``"torch"``
-        runs a chunked scan with an O(L·(m + d_v))-memory autograd.
+        ``"numba"`` runs the chunked causal scan (GEMMs inside chunks of ``C`` tokens,
+        a carried ``m x d_v`` state) with one task per (batch element, chunk) on numpy
+        arrays; ``"torch"`` runs the same chunked scan with an O(L·(m + d_v))-memory
+        autograd.
     check_finite : bool, optional
         Default: numpy inputs are checked; torch tensors only inside
         :func:`structattn.debug` (no host synchronization in a default torch call, not

@@ -44,6 +44,7 @@ from ._array import (
     as_generator,
     as_like,
     dtype_name,
+    is_numpy,
     is_torch,
     namespace,
     validate_float_array,
@@ -394,6 +395,8 @@ class PositiveRandomFeatures(RandomFeatureMap):
         self._check(k, "k")
         if k.shape[-2] == 0:
             return self.queries(q), self.keys(k, causal=causal)
+        if _fused_applies(q, k):
+            return self._fused_attention_features(q, k, causal)
         xp = namespace(q, k)
         lq, lk = self._log_features(q), self._log_features(k)
         if causal:
@@ -410,6 +413,58 @@ class PositiveRandomFeatures(RandomFeatureMap):
         lq = lq + shift
         phi_q = self._stabilized(lq, xp.max(lq, axis=-1, keepdims=True))
         return phi_q, self._stabilized(lk, shift)
+
+    def _scaled_weights_t(self, dtype: np.dtype) -> np.ndarray:
+        """``(scale^{1/2} W)ᵀ`` (``[W; -W]`` when hyperbolic), shape ``(d, F)``, cached."""
+        key = ("scaled_t", np.dtype(dtype).str)
+        if key not in self._cache:
+            W = self.projection * math.sqrt(self.temperature)
+            if self.hyperbolic:
+                W = np.concatenate([W, -W])
+            self._cache[key] = np.ascontiguousarray(W.T, dtype=dtype)
+        return self._cache[key]
+
+    def _fused_attention_features(self, q: np.ndarray, k: np.ndarray, causal: bool
+                                  ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`attention_features` on numpy arrays with the fused numba kernels.
+
+        Same stabilizers, fewer passes: the scale is folded into the projection, the
+        GEMM and the row terms run blockwise in cache, the key column maxima (the
+        non-causal shift and the causal headroom test ``max_j l_jr - l_1r <= H``, equal
+        to the elementwise test because rounded subtraction is monotone) come out of the
+        same pass, and the exponentials are numpy's, in place.  Query log-features skip
+        ``-|q_s|²/2``: a per-row constant, removed exactly by the row maximum (and
+        skipping it avoids its rounding).  ``2·(L_q + L_k)·d·F`` flops, about five
+        passes over the ``(L_q + L_k) x F`` outputs, no float64 temporaries.
+        """
+        from .backends.numba import features as kernels
+
+        dt = q.dtype
+        batch, d = q.shape[:-2], q.shape[-1]
+        L_q, L_k = q.shape[-2], k.shape[-2]
+        qf = np.ascontiguousarray(q.reshape((-1, L_q, d)))
+        kf = np.ascontiguousarray(k.reshape((-1, L_k, d)))
+        wt = self._scaled_weights_t(dt)
+        F = wt.shape[1]
+        log_norm = math.log(self._norm())
+        lk, colmax = kernels.key_log_features(kf, wt, self.temperature / 2)
+        if causal:
+            first = lk[:, 0, :]
+            bound = self._feature_bounds(dtype_name(k)).astype(dt)
+            capped = np.where(first > bound, first, bound)
+            headroom = KEY_LOG_HEADROOM[dtype_name(k)]
+            fits = np.all(colmax - first <= headroom, axis=-1, keepdims=True)
+            shift = np.where(fits, first, capped)
+        else:
+            shift = colmax
+        phi_q = kernels.query_log_features(qf, wt, shift, log_norm)
+        np.exp(phi_q, out=phi_q)
+        kernels.subtract_columns(lk, shift - dt.type(log_norm))
+        np.exp(lk, out=lk)
+        if self.eps:
+            phi_q += dt.type(self.eps)
+            lk += dt.type(self.eps)
+        return phi_q.reshape((*batch, L_q, F)), lk.reshape((*batch, L_k, F))
 
     def _feature_bounds(self, dtype: str) -> np.ndarray:
         """``|w_r|²/2 - H`` per feature (float64, shape ``(F,)``), see ``_key_bound``.
@@ -492,6 +547,17 @@ class TrigonometricRandomFeatures(RandomFeatureMap):
                 "keys or use float64"
             )
         return feats * factor
+
+
+def _fused_applies(q: Any, k: Any) -> bool:
+    """The fused numba feature kernels serve numpy ``q, k`` of one batch shape."""
+    if not (is_numpy(q) and is_numpy(k)) or q.dtype != k.dtype:
+        return False
+    if q.shape[:-2] != k.shape[:-2] or q.shape[-2] == 0 or q.size == 0:
+        return False
+    from .backends import numba_available
+
+    return numba_available()
 
 
 # --------------------------------------------------------------- deterministic maps

@@ -126,13 +126,14 @@ def test_prefix_consistency_bit_for_bit(backend, kind):
     rng = np.random.default_rng(3)
     for dtype, Lf, chunk, cuts in (("float32", 60, 7, (23, 50, 8)),
                                    ("float64", 60, 16, (17, 45)),
-                                   ("float32", 300, None, (200, 131))):
+                                   ("float32", 300, None, (200, 131)),
+                                   ("float32", 300, None, (1, 5, 17))):  # shorter than C
         A, B = rng.uniform(0.0, 1.0, (2, 3, Lf, 8)).astype(dtype)
         V = rng.standard_normal((3, Lf, 8)).astype(dtype)
         C = chunk or choose_chunk_size(8, 8, np.dtype(dtype).itemsize)
         full = _run(backend, A, B, V, gamma=gamma, exclusive=exclusive, chunk_size=chunk)
         for i in cuts:
-            assert i % C != 0 and i >= C
+            assert i % C != 0 and (i >= C or chunk is None)
             part = _run(backend, A[..., :i, :], B[..., :i, :], V[..., :i, :], gamma=gamma,
                         exclusive=exclusive, chunk_size=chunk)
             assert np.array_equal(part, full[..., :i, :]), (dtype, chunk, i)

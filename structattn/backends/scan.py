@@ -142,12 +142,13 @@ def _tables(gamma: float, exclusive: bool, c: int, like: Any) -> tuple[Any, Any,
 
 
 def _resolve_chunk(chunk_size: int | None, L: int, m: int, d_v: int, itemsize: int) -> int:
-    """``C``: ``chunk_size`` (validated) or the cost model's, capped at ``L``."""
+    """``C``: the cost model's (never dependent on ``L``: a sequence shorter than ``C`` is
+    one zero-padded chunk, so that every prefix of a sequence is computed with the same
+    GEMM shapes and rounds identically), or ``chunk_size`` (validated; one chunk of
+    length ``L`` when ``chunk_size >= L``)."""
     if chunk_size is None:
-        c = choose_chunk_size(m, d_v, itemsize)
-    else:
-        c = check_int(chunk_size, "chunk_size", minimum=1)
-    return max(1, min(c, L))
+        return choose_chunk_size(m, d_v, itemsize)
+    return max(1, min(check_int(chunk_size, "chunk_size", minimum=1), L))
 
 
 def _group_chunks(C: int, m: int, d_v: int) -> int:
@@ -182,8 +183,10 @@ def causal_masked_matmul(
     exclusive : bool
         Exclude the diagonal.
     chunk_size : int or None
-        Chunk length ``C``; None picks it by :func:`choose_chunk_size`.  ``C >= L``
-        means one chunk of length ``L``.
+        Chunk length ``C``; None picks it by :func:`choose_chunk_size` (independent of
+        ``L``; a shorter sequence is one zero-padded chunk, so rows are bit-identical
+        for every prefix length).  An explicit ``C >= L`` means one chunk of length
+        ``L``.
 
     Returns
     -------

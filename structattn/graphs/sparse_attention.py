@@ -12,6 +12,15 @@ Three execution paths share this contract:
   rows), ``O(nnz·(d + d_v))`` memory;
 * ``torch`` — gather + ``scatter_reduce(amax)`` / ``index_add`` segment reductions,
   differentiable by autograd, CPU or CUDA.
+
+Block layouts (a pattern built with ``block_size=b``: the graph is ``A ⊗ 1_{b×b}``, found
+by :func:`~structattn.graphs.block_gemm.detect_block_layout`) skip the token-level
+gather on every backend: each block row attends its gathered key/value blocks by two
+batched GEMMs (:func:`~structattn.graphs.block_gemm.block_sparse_attention`; numpy BLAS
+for the numpy and numba backends, torch with autograd).  Measured on one loaded core,
+N = 4096, d = 64, float32 (CPU time, same process): 2.6-4.5x faster than the numba
+token kernel and 30-55x faster than the torch token path for ``hypercube``/``bigbird``/
+``window`` with ``block_size`` 16-32.  :data:`BLOCK_GEMM` switches this off.
 """
 
 from __future__ import annotations
@@ -24,9 +33,13 @@ from .._array import is_torch, validate_attention_inputs
 from .._debug import resolve_check_finite
 from ..attention import _check_scale
 from ..backends import kernel, resolve_backend
+from .block_gemm import block_sparse_attention, detect_block_layout
 from .graph import AttentionGraph
 
-__all__ = ["sparse_attention", "sparse_attention_matrix"]
+__all__ = ["BLOCK_GEMM", "sparse_attention", "sparse_attention_matrix"]
+
+#: Run block layouts (``A ⊗ 1_{b×b}``, :func:`detect_block_layout`) as batched GEMMs.
+BLOCK_GEMM = True
 
 
 def _prepare(
@@ -148,7 +161,9 @@ def sparse_attention(
     Notes
     -----
     Time ``O(nnz·(d + d_v))`` per batch element instead of ``O(N²·(d + d_v))``.
-    Extra memory: ``O(N·d_v)`` (numba), ``O(nnz·(d + d_v))`` (numpy, torch).
+    Extra memory: ``O(N·d_v)`` (numba), ``O(nnz·(d + d_v))`` (numpy, torch).  Block
+    layouts (``block_size`` patterns) run as batched GEMMs on every backend (module
+    docstring); their extra memory is the gathered panels, ``O(nnz (d + d_v) / b)``.
     Equal to dense attention with the boolean mask ``graph.to_dense()`` (``−∞``
     semantics for masked scores).
 
@@ -163,6 +178,10 @@ def sparse_attention(
     graph, tau, resolved = _prepare(q, k, v, graph, scale, causal, backend, check_finite)
     if q.shape[-2] == 0:  # no tokens: an empty output of the right kind
         return v[..., :0, :] * 0
+    if BLOCK_GEMM:
+        found = detect_block_layout(graph)
+        if found is not None:
+            return block_sparse_attention(q, k, v, found[0], found[1], tau)
     if resolved == "numpy":
         return _numpy_attention(q, k, v, graph, tau)
     return kernel("graph_sparse_attention", resolved)(

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from .._array import to_numpy
+
 __all__ = [
     "BlockSelection",
     "check_block_size",
@@ -268,7 +270,7 @@ def select_blocks(
     if block_valid is None:
         valid = np.ones((*batch, n), dtype=bool)
     else:
-        valid = np.asarray(_host(block_valid), dtype=bool)
+        valid = np.asarray(to_numpy(block_valid), dtype=bool)
         if valid.shape != (*batch, n):
             raise ValueError(
                 f"block_valid must have shape {(*batch, n)} (scores.shape[:-1]), "
@@ -286,14 +288,8 @@ def select_blocks(
     return BlockSelection(indptr.reshape(*batch, n + 1), cols.reshape(*batch, k), n)
 
 
-def _host(x: Any) -> Any:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return x
-
-
 def _host_float64(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(_host(x), dtype=np.float64)
+    a = np.asarray(to_numpy(x), dtype=np.float64)
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or Inf values")
     return a

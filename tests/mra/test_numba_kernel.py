@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from structattn.mra import BlockSelection, mra_attention, mra_dense_reference
-from structattn.mra.attention import _matmul
+from structattn.mra._layout import _matmul
 
 pytest.importorskip("numba")
 

@@ -133,8 +133,12 @@ def validate_float_array(
             f"{name} must have at least {min_ndim} dimensions, got shape {tuple(x.shape)}"
         )
     if check_finite:
-        xp = namespace(x)
-        if not bool(xp.all(xp.isfinite(x))):
+        if is_numpy(x):  # min and max propagate NaN and show ±inf: no boolean temporary
+            finite = x.size == 0 or bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+        else:
+            xp = namespace(x)
+            finite = bool(xp.all(xp.isfinite(x)))
+        if not finite:
             raise ValueError(f"{name} contains NaN or Inf values ({describe_array(x)})")
 
 
@@ -230,8 +234,13 @@ def _check_score_range(q: Any, k: Any) -> None:
         q, k = q.detach(), k.detach()
     xp = namespace(q, k)
     d = int(q.shape[-1])
-    big = max(float(xp.max(xp.abs(q))), float(xp.max(xp.abs(k)))) if k.shape[-2] else float(
-        xp.max(xp.abs(q)))
+
+    def max_abs(x: Any) -> float:
+        if is_numpy(x):  # max(-min, max): no |x| temporary
+            return max(-float(x.min()), float(x.max()))
+        return float(xp.max(xp.abs(x)))
+
+    big = max(max_abs(q), max_abs(k)) if k.shape[-2] else max_abs(q)
     limit = float(np.finfo(np.dtype(dtype_name(q))).max) / 16
     if big * big * d >= limit:
         raise ValueError(

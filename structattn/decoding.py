@@ -137,6 +137,8 @@ class LinearAttentionCache:
         self._shift = None  # PRF: current per-feature key shift (..., 1, m)
         self._meta = None  # (batch, d, d_v, kind, dtype, device)
         self._gam = None
+        self._sig = None  # fast-path signature of a step's inputs (see _arm_fast)
+        self._outer = None  # numpy: preallocated rank-one update of the fast step
         self.position = 0
 
     @property
@@ -286,6 +288,7 @@ class LinearAttentionCache:
             states.append(xp.matrix_transpose(phi_k * w) @ v1)
         self._S = xp.stack(states, axis=0)
         self.position = L
+        self._arm_fast(q, v, out_dtype)
         num, den = outs[..., :-1], outs[..., -1:]
         nonzero = den != 0
         y = xp.where(nonzero, num / xp.where(nonzero, den, xp.ones_like(den)),
@@ -309,6 +312,8 @@ class LinearAttentionCache:
         -----
         ``O(m·d + T·m·d_v)`` time and no allocation that grows with the position.
         """
+        if self._fast_inputs(q_t, k_t, v_t):
+            return self._step_fast(q_t, k_t, v_t)
         q, k, v, out_dtype = self._prepare(q_t, k_t, v_t, "step")
         xp = namespace(q, k, v)
         if self._S is None:
@@ -325,4 +330,140 @@ class LinearAttentionCache:
         y = self._combine(phi_q, gam * S_prev if self.exclusive else S_new)
         self._S = S_new
         self.position += 1
+        self._arm_fast(q, v, out_dtype)
         return y if out_dtype is None else y.to(out_dtype)
+
+    # -------------------------------------------------------------- fast step
+    def _arm_fast(self, q: Any, v: Any, out_dtype: Any) -> None:
+        """After a validated call: what a step needs, converted once per cache.
+
+        The signature (kind, one-token shapes, dtype, device) of the inputs already
+        validated; the decays; for positive random features the scaled projection
+        ``(√t W)ᵀ``, ``t/2`` and ``log F^{-1/2}``, and (numpy) whether the key
+        stabilizer is capped — a host flag, as a numpy comparison costs no sync.
+        """
+        if out_dtype is not None or self._S is None:
+            self._sig = None  # half precision: the general path casts every step
+            return
+        torch_in = is_torch(q)
+        shape_q = (*q.shape[:-2], 1, q.shape[-1])
+        shape_v = (*v.shape[:-2], 1, v.shape[-1])
+        self._sig = (type(q), shape_q, shape_v, q.dtype, getattr(q, "device", None))
+        self._decays = [(i, g) for i, g in enumerate(self._gammas) if g != 1.0]
+        self._torch = torch_in
+        if self._prf():
+            fm = self.feature_map
+            W = fm.projection * math.sqrt(fm.temperature)
+            if fm.hyperbolic:
+                W = np.concatenate([W, -W])
+            self._wt = as_like(np.ascontiguousarray(W.T), q)
+            self._t_half = fm.temperature / 2
+            self._log_norm = math.log(fm._norm())
+            self._headroom = KEY_LOG_HEADROOM[dtype_name(q)]
+            if not torch_in:
+                self._capped = bool(np.any(self._shift != self._first))
+        if not torch_in:
+            d = int(q.shape[-1])
+            self._range_limit = float(np.finfo(q.dtype).max) / 16 / d
+
+    def _fast_inputs(self, q: Any, k: Any, v: Any) -> bool:
+        """True when ``q, k, v`` match the validated signature and pass the checks.
+
+        numpy (checked by default): one ``max |x|`` reduction per input gives the NaN/Inf
+        scan and the score-range check of the first call; any failure goes to the general
+        path, which raises the precise error.  torch: only outside
+        :func:`structattn.debug` and when autograd does not record (in-place updates).
+        """
+        sig = self._sig
+        if sig is None:
+            return False
+        kind, shape_q, shape_v, dtype, device = sig
+        if not (type(q) is kind and type(k) is kind and type(v) is kind):
+            return False
+        if q.shape != shape_q or k.shape != shape_q or v.shape != shape_v:
+            return False
+        if q.dtype != dtype or k.dtype != dtype or v.dtype != dtype:
+            return False
+        if self._torch:
+            import torch
+
+            from ._debug import debug_enabled
+
+            if q.device != device or k.device != device or v.device != device:
+                return False
+            tracked = torch.is_grad_enabled() and (
+                q.requires_grad or k.requires_grad or v.requires_grad or self._S.requires_grad)
+            return not tracked and not debug_enabled()
+        big = max(float(np.max(np.abs(q))), float(np.max(np.abs(k))))
+        return big * big < self._range_limit and bool(np.isfinite(np.max(np.abs(v))))
+
+    def _step_fast(self, q: Any, k: Any, v: Any) -> Any:
+        """:meth:`step` on inputs matching the cache: in place, no validation repeated.
+
+        Same arithmetic as the general step (features, stabilizer, decay, update) on the
+        preallocated state: ``S ← γ S`` and ``S[..., :d_v] += φ(k)ᵀ v``,
+        ``S[..., d_v] += φ(k)`` in place, the query-side ``-|q|²/2`` skipped (a per-row
+        constant removed by the row maximum).
+        """
+        S = self._S
+        dv = S.shape[-1] - 1
+        if self._prf():
+            phi_q, phi_k = (self._prf_torch if self._torch else self._prf_numpy)(q, k)
+        else:
+            phi_q, phi_k, rescale = self._features(q, k)
+            if rescale is not None:
+                S *= rescale
+        for r, g in self._decays:
+            S[r] *= g
+        if self.exclusive:
+            y = self._combine(phi_q, S)
+        if self._torch:
+            phi_kt = phi_k.transpose(-1, -2)
+            outer = phi_kt * v  # (..., m, d_v): the rank-one update (caching allocator)
+        else:
+            phi_kt = np.swapaxes(phi_k, -1, -2)
+            # preallocated: no per-step allocation of the m x d_v update block
+            shape = (*S.shape[1:-1], dv)
+            if self._outer is None or self._outer.shape != shape:
+                self._outer = np.empty(shape, dtype=S.dtype)
+            outer = np.multiply(phi_kt, v, out=self._outer)
+        S[..., :dv] += outer
+        S[..., dv:] += phi_kt
+        if not self.exclusive:
+            y = self._combine(phi_q, S)
+        self.position += 1
+        return y
+
+    def _prf_numpy(self, q: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positive random features of one token, the key stabilizer as a host branch."""
+        lk = k @ self._wt
+        lk -= self._t_half * np.sum(k * k, axis=-1, keepdims=True)
+        if not self._capped and bool(np.any(lk - self._first > self._headroom)):
+            self._capped = True  # once capped, always capped (as the full computation)
+            rescale = np.exp(self._first - self._bound)
+            self._S *= np.swapaxes(rescale, -1, -2)
+        shift = self._bound if self._capped else self._first
+        self._shift = shift
+        lq = q @ self._wt
+        lq += shift
+        lq -= np.max(lq, axis=-1, keepdims=True) - self._log_norm
+        lk -= shift - self._log_norm
+        return np.exp(lq, out=lq), np.exp(lk, out=lk)
+
+    def _prf_torch(self, q: Any, k: Any) -> tuple[Any, Any]:
+        """Positive random features of one token; the stabilizer without host sync."""
+        import torch
+
+        lk = k @ self._wt
+        lk -= self._t_half * (k * k).sum(-1, keepdim=True)
+        fits = (lk - self._first <= self._headroom).all(-1, keepdim=True)
+        old = self._shift
+        capped_now = ~fits | (old != self._first).any(-1, keepdim=True)
+        shift = torch.where(capped_now, self._bound, self._first)
+        self._S *= torch.exp(old - shift).transpose(-1, -2)  # 1 unless capped just now
+        self._shift = shift
+        lq = q @ self._wt
+        lq += shift
+        lq -= lq.amax(-1, keepdim=True) - self._log_norm
+        lk -= shift - self._log_norm
+        return lq.exp_(), lk.exp_()

@@ -395,7 +395,9 @@ class PositiveRandomFeatures(RandomFeatureMap):
         self._check(k, "k")
         if k.shape[-2] == 0:
             return self.queries(q), self.keys(k, causal=causal)
-        if _fused_applies(q, k):
+        # the fused kernels implement this class's projection; a subclass with its own
+        # (e.g. the population's stacked per-member projections) takes the generic path
+        if type(self)._projected is RandomFeatureMap._projected and _fused_applies(q, k):
             return self._fused_attention_features(q, k, causal)
         xp = namespace(q, k)
         lq, lk = self._log_features(q), self._log_features(k)

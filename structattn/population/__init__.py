@@ -23,6 +23,7 @@ from ._batched import StackedDecayedCausal, stack_feature_maps
 from ._core import adam_step, stack_params, unstack_params
 from ._map import (
     BATCHABLE,
+    LOOP_ABOVE,
     OPERATORS,
     MapInfo,
     PopulationOperator,
@@ -34,6 +35,7 @@ from .pbt import cem_update, dvd_diversity, pbt_explore, pbt_truncation, sample_
 
 __all__ = [
     "BATCHABLE",
+    "LOOP_ABOVE",
     "OPERATORS",
     "MapInfo",
     "PopulationOperator",

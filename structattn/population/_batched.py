@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._array import as_like, is_torch, namespace
-from ..backends.scan import DEFAULT_CHUNK_SIZE, _decay_tables, _torch_tables
+from ..backends.scan import GROUP_TOKENS, choose_chunk_size
 from ..features import KEY_LOG_HEADROOM, RandomFeatureMap
 from ..masks import Mask
 
@@ -154,8 +154,9 @@ class StackedDecayedCausal(Mask):
 
     Notes
     -----
-    ``masked_matmul`` runs the chunked scan (chunk ``C``) with per-member tables:
-    ``O(P·L·m·d_v)`` time, one ``m x d_v`` state per member.  Equal to the loop over
+    ``masked_matmul`` runs the chunked-GEMM scan (chunk ``C`` of the cost model) with
+    per-member tables: ``O(P·L·(C·(m + d_v) + m·d_v))`` time in batched GEMMs, one
+    ``m x d_v`` state per member.  Equal to the loop over
     :class:`~structattn.masks.DecayedCausal` to rounding.
     """
 
@@ -183,46 +184,73 @@ class StackedDecayedCausal(Mask):
     def batch_shape(self) -> tuple[int, ...]:
         return (self.gammas.size,) + (1,) * int(self.batch_ndim)
 
-    def _tables(self, C: int, like: Any) -> tuple[Any, Any, Any]:
-        shape = self.batch_shape
-        if is_torch(like):
-            import torch
+    def _tables(self, C: int, like: Any) -> tuple[Any, Any, Any, Any]:
+        """Per-member ``D`` (C x C), ``w_in``, ``w_out`` (C x 1) and ``gamma**C``.
 
-            parts = [_torch_tables(float(g), False, C, like) for g in self.gammas]
-            return tuple(torch.stack([p[i] for p in parts]).reshape(shape + parts[0][i].shape)
-                         for i in range(3))
-        decay, w_in, w_out = [], [], []
-        for g in self.gammas:
-            d, powers = _decay_tables(float(g), False, C)
-            decay.append(d)
-            w_in.append(powers[1 : C + 1, None])
-            w_out.append(powers[C - 1 :: -1, None])
-        return tuple(as_like(np.stack(t).reshape(shape + t[0].shape), like)
-                     for t in (decay, w_in, w_out))
+        Shapes ``batch_shape + table shape``, in ``like``'s kind, dtype and device;
+        cached per chunk length, kind, dtype and device (built once per mask).
+        """
+        key = (C, is_torch(like), str(like.dtype), str(getattr(like, "device", "")))
+        cache = self.__dict__.setdefault("_sa_tables", {})
+        if key not in cache:
+            idx = np.arange(C)
+            diff = (idx[:, None] - idx[None, :]).astype(np.float64)
+            g = self.gammas[:, None, None]
+            with np.errstate(under="ignore"):
+                decay = np.where(diff >= 0, g ** np.maximum(diff, 0.0), 0.0)
+                powers = g[:, :, 0] ** np.arange(C + 1, dtype=np.float64)  # (P, C+1)
+                g_chunk = self.gammas**C
+            shape = self.batch_shape
+            tables = (decay, powers[:, 1 : C + 1, None], powers[:, C - 1 :: -1, None],
+                      g_chunk[:, None, None])
+            cache[key] = tuple(as_like(t.reshape(shape + t.shape[1:]), like)
+                               for t in tables)
+        return cache[key]
 
     def _masked_matmul(self, A: Any, B: Any, V: Any, backend: str) -> Any:
+        """The chunked-GEMM causal scan with per-member decay tables.
+
+        The algorithm of :func:`structattn.backends.scan.causal_masked_matmul` (chunks
+        of ``C`` tokens from :func:`~structattn.backends.scan.choose_chunk_size`, groups
+        of chunks whose intra-chunk products are batched GEMMs, one carried ``m x d_v``
+        state per member), with ``gamma`` a ``(P, 1, …)`` array instead of a scalar.
+        """
         xp = namespace(A, B, V)
-        L = A.shape[-2]
-        C = max(1, min(DEFAULT_CHUNK_SIZE, L))
-        decay, w_in, w_out = self._tables(C, A)
+        batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(B.shape[:-2]),
+                                          tuple(V.shape[:-2]), self.batch_shape))
+        L, m, dv = A.shape[-2], A.shape[-1], V.shape[-1]
+        A, B, V = (xp.broadcast_to(x, (*batch, *x.shape[-2:])) for x in (A, B, V))
+        itemsize = 8 if "64" in str(A.dtype) else 4
+        C = max(1, min(choose_chunk_size(m, dv, itemsize), L))
+        nc = -(-L // C)
+        pad = nc * C - L
+        if pad:
+            def _pad(x: Any) -> Any:
+                z = xp.zeros_like(x[..., :1, :])
+                return xp.concat([x, xp.broadcast_to(z, (*batch, pad, x.shape[-1]))],
+                                 axis=-2)
+
+            A, B, V = _pad(A), _pad(B), _pad(V)
+        A4, B4, V4 = (xp.reshape(x, (*batch, nc, C, x.shape[-1])) for x in (A, B, V))
+        decay, w_in, w_out, g_chunk = (t[..., None, :, :] for t in self._tables(C, A))
+        g_chunk = g_chunk[..., 0, :, :]
+        G = max(1, (GROUP_TOKENS * (m + dv)) // (C * C + m * dv + C * (m + dv)))
         state, outs = None, []
-        for s in range(0, L, C):
-            e = min(s + C, L)
-            c = e - s
-            a, b, v = A[..., s:e, :], B[..., s:e, :], V[..., s:e, :]
-            y = ((a @ xp.matrix_transpose(b)) * decay[..., :c, :c]) @ v
-            if state is not None:
-                y = y + (a * w_in[..., :c, :]) @ state
-            if e < L:
-                contrib = xp.matrix_transpose(b * w_out[..., C - c :, :]) @ v
-                if state is None:
-                    state = contrib
-                else:
-                    with np.errstate(under="ignore"):
-                        gc = member_shape(self.gammas**c, A, len(self.batch_shape) + 2)
-                    state = contrib + state * gc
-            outs.append(y)
-        return outs[0] if len(outs) == 1 else xp.concat(outs, axis=-2)
+        for g0 in range(0, nc, G):
+            g1 = min(g0 + G, nc)
+            a, b, v = A4[..., g0:g1, :, :], B4[..., g0:g1, :, :], V4[..., g0:g1, :, :]
+            y = ((a @ xp.matrix_transpose(b)) * decay) @ v  # batched over members, chunks
+            contrib = xp.matrix_transpose(b * w_out) @ v  # (..., G, m, dv)
+            if state is None:
+                state = xp.zeros_like(contrib[..., 0, :, :])
+            prev = []
+            for k in range(g1 - g0):  # S_{k+1} = gamma_p**C S_k + contrib_k
+                prev.append(state)
+                state = contrib[..., k, :, :] + state * g_chunk
+            y = y + (a * w_in) @ xp.stack(prev, axis=-3)
+            outs.append(xp.reshape(y, (*batch, (g1 - g0) * C, dv)))
+        out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-2)
+        return out[..., :L, :] if pad else out
 
     def _matmat(self, X: Any, backend: str) -> Any:
         xp = namespace(X)

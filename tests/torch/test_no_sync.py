@@ -13,7 +13,15 @@ import torch
 
 import structattn as sa
 from structattn.graphs import sparse_attention, window
-from structattn.layers import FLASH, GAU, ContextPool, KernelAttention, LARAAttention
+from structattn.layers import (
+    FLASH,
+    GAU,
+    ContextPool,
+    KernelAttention,
+    LARAAttention,
+    SlotAttention,
+    TinyViT,
+)
 from structattn.masks import DecayedCausal, Toeplitz
 from structattn.mra import mra_attention
 
@@ -118,6 +126,41 @@ def test_layers_do_not_sync(name):
     x = torch.randn(2, 12, 16, requires_grad=True)
     _run(layer, x)
     assert x.grad is not None and x.grad.shape == x.shape
+
+
+def _vision_models():
+    torch.manual_seed(0)
+    return {
+        "tiny-vit-softmax": (TinyViT(8, 2, 16, 2, 2, 10), (2, 1, 8, 8)),
+        "tiny-vit-kernel": (TinyViT(8, 4, 16, 1, 2, 10,
+                                    attention=sa.FeatureMapAttention(
+                                        sa.PositiveRandomFeatures(8, 16, seed=0))),
+                            (2, 1, 8, 8)),
+        "tiny-vit-mean-pool": (TinyViT(8, 4, 16, 1, 2, 10, pool="mean"), (2, 1, 8, 8)),
+        "slot-attention": (SlotAttention(16, 3, iterations=2), (2, 10, 16)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_vision_models()))
+def test_vision_and_object_models_do_not_sync(name):
+    """TinyViT and SlotAttention (default check_finite=None): forward + backward."""
+    model, shape = _vision_models()[name]
+    x = torch.randn(*shape, requires_grad=True)
+    gen = torch.Generator().manual_seed(0)
+    if isinstance(model, SlotAttention):
+        model(x, generator=gen)  # warm-up
+        with no_host_sync():
+            out = model(x, generator=torch.Generator().manual_seed(0))
+            out.square().sum().backward()
+    else:
+        _run(model, x)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    # the guard is live: inside structattn.debug() the same call checks (and syncs)
+    with pytest.raises(HostSyncError), sa.debug(), no_host_sync():
+        if isinstance(model, SlotAttention):
+            model(x, generator=torch.Generator().manual_seed(0))
+        else:
+            model(x)
 
 
 def test_debug_turns_checks_on():

@@ -17,7 +17,10 @@ from structattn.studies import Sweep, load_records, run_study
 # a sweep of 42 quick tasks, slowed down by a registered operator that sleeps, so the
 # run is still going when the test interrupts it
 _SCRIPT = r"""
-import sys, time
+import signal, sys, time
+# a terminal's Ctrl-C: Python maps SIGINT to KeyboardInterrupt only when the parent left it
+# at its default, and a shell's background job (nohup ... &) inherits it ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from structattn.studies import register
 from structattn.studies.baselines import UniformAttention
 

@@ -56,8 +56,16 @@ def train(
     weight_decay: float = 0.01,
     progress: bool = False,
     desc: str = "train",
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """AdamW with a cosine schedule; ``loss_fn(model, x_batch, batch_index)`` -> loss.
+
+    ``augment(x_batch, generator) -> x_batch``, optional, is applied to every batch
+    before ``loss_fn`` (e.g. :func:`structattn.studies.inversion.augment_batch`); its
+    generator is its own, seeded with ``seed + 1_000_003`` (a stream apart from the batch
+    order's), so the batch order and the model's
+    initialisation are those of a run without it (``augment=None``, the default,
+    changes nothing).
 
     Returns ``{"seconds": wall time of the loop, "cpu_seconds": its process CPU time
     (the load-independent cost on one thread), "losses": per-epoch mean loss}``.
@@ -65,6 +73,7 @@ def train(
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1_000_003) if augment is not None else None
     n = x.shape[0]
     steps = epochs * ((n + batch_size - 1) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -78,7 +87,8 @@ def train(
         total = 0.0
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            loss = loss_fn(model, x[idx], idx)
+            xb = x[idx] if augment is None else augment(x[idx], aug_gen)
+            loss = loss_fn(model, xb, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

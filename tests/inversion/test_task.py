@@ -31,4 +31,6 @@ def test_inversion_digits_quick(tmp_path):
     assert (tmp_path / "inversion_digits_seed0.png").stat().st_size > 1000
     meta = json.loads((tmp_path / "metadata.json").read_text())
     assert meta["native_size"] == 8 and meta["quick"] is True
+    # the spec's jitter (N // 7 = 1) and classifiers trained on the inversion's views
+    assert meta["jitter"] == 1 and meta["train_augment"] == 1.0 and meta["lr"] == 0.08
     assert "| vit-mra |" in result.summary and "Judge test accuracy" in result.summary

@@ -10,12 +10,14 @@ hand-tuned regulariser.  :func:`invert_class` is the driver; the defaults are th
 schedule of the authors' code (``docs/inversion.rst`` and the spec
 ``plug_in_inversion.md``).  In structattn it is a study tool: invert a TinyViT with exact
 attention and with an approximate attention swapped in, and compare
-(task ``inversion-digits``).
+(task ``inversion-digits``).  :func:`augment_batch` draws the same augmentations per
+image, to train a classifier on the views the inversion shows it.
 
 Torch only (the augmentations also accept numpy arrays).
 """
 
 from ._augment import (
+    augment_batch,
     centered_crop,
     color_shift,
     grow_canvas,
@@ -27,6 +29,7 @@ from ._driver import InversionStep, growth_schedule, invert_class
 
 __all__ = [
     "InversionStep",
+    "augment_batch",
     "centered_crop",
     "color_shift",
     "grow_canvas",

@@ -3,7 +3,8 @@
 Pure tensor operations on images ``(..., C, H, W)``.  ``color_shift``, ``jitter``,
 ``centered_crop``, ``resize_bilinear`` and ``grow_canvas`` take numpy arrays or torch
 tensors (results of the same kind; torch autograd flows through them);
-``sample_color_shift`` draws from a seeded torch.Generator.
+``sample_color_shift`` draws from a seeded torch.Generator; ``augment_batch`` (torch)
+draws a jitter and a colour shift per image, to train classifiers on the same views.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..._array import describe_array, is_numpy, is_torch
 from ..._validate import check_int, check_real
 
 __all__ = [
+    "augment_batch",
     "centered_crop",
     "color_shift",
     "grow_canvas",
@@ -288,3 +290,76 @@ def grow_canvas(prev: Any, size: int, *, pad: int, rng: Any) -> Any:
 def _uniform_shift(u: float, limit: int) -> int:
     """Map a uniform ``u ∈ [0, 1)`` to an integer in ``{-limit, …, limit}``."""
     return min(math.floor(u * (2 * limit + 1)), 2 * limit) - limit
+
+
+def augment_batch(
+    x: Any,
+    *,
+    jitter: int,
+    color_shift: tuple[float, float] | None = (1.0, 1.0),
+    probability: float = 1.0,
+    rng: Any,
+) -> Any:
+    """The inversion's augmentations drawn per image, for training a classifier on them.
+
+    Each image ``n`` of the batch, with probability ``probability`` (else left as is), is
+    rolled cyclically by its own ``(dy, dx) ~ U{-J..J}²`` (:func:`jitter`) and then
+    colour-shifted with its own ``mu ~ U(-a, a)``, ``log sigma ~ U(-b, b)`` per channel
+    (:func:`color_shift`) — the distributions :func:`invert_class` draws from, so a
+    classifier trained on them sees the inversion's views in training.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape (n, C, H, W)
+    jitter : int
+        Roll limit ``J`` (0: no roll).
+    color_shift : (float, float) or None, default (1.0, 1.0)
+        Half-widths ``(a, b)`` as in :func:`sample_color_shift`; None: no colour shift.
+    probability : float, default 1.0
+        Chance that an image is augmented (one Bernoulli draw per image).
+    rng : torch.Generator
+        The only source of randomness: ``2n`` float64 uniforms for the rolls, then
+        ``2·n·C`` for the colour shifts, then ``n`` for the Bernoulli draws.
+
+    Returns
+    -------
+    torch.Tensor, shape (n, C, H, W)
+        Augmented copy; ``x`` is not modified.  Image ``n`` equals
+        ``color_shift(jitter(x[n], shifts=(dy_n, dx_n)), mu_n, sigma_n)`` exactly when
+        augmented and ``x[n]`` otherwise.
+
+    Notes
+    -----
+    Cost ``O(n·C·H·W)`` (one gather and one affine map).
+    """
+    import torch
+
+    if not is_torch(x):
+        raise TypeError(f"x must be a torch tensor of shape (n, C, H, W), got "
+                        f"{describe_array(x)}")
+    _check_image(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (n, C, H, W), got {describe_array(x)}")
+    limit = check_int(jitter, "jitter", minimum=0)
+    p = check_real(probability, "probability", minimum=0.0, maximum=1.0)
+    if not isinstance(rng, torch.Generator):
+        raise TypeError(f"rng must be a torch.Generator (e.g. torch.Generator()."
+                        f"manual_seed(0)), got {type(rng).__name__}")
+    n, C, H, W = x.shape
+    u = torch.rand((2, n), generator=rng, dtype=torch.float64, device=rng.device)
+    shifts = (torch.clamp(torch.floor(u * (2 * limit + 1)), max=2 * limit) - limit).long()
+    shifts = shifts.to(x.device)
+    rows = (torch.arange(H, device=x.device)[None, :] - shifts[0][:, None]) % H  # (n, H)
+    cols = (torch.arange(W, device=x.device)[None, :] - shifts[1][:, None]) % W  # (n, W)
+    out = x.gather(-2, rows[:, None, :, None].expand(n, C, H, W))
+    out = out.gather(-1, cols[:, None, None, :].expand(n, C, H, W))
+    if color_shift is not None:
+        if not (isinstance(color_shift, Sequence) and len(color_shift) == 2):
+            raise ValueError(f"color_shift must be None or a pair (mean_width, "
+                             f"log_std_width), got {color_shift!r}")
+        mu, sigma = sample_color_shift(n, C, mean_width=color_shift[0],
+                                       log_std_width=color_shift[1], rng=rng,
+                                       dtype=x.dtype, device=x.device)
+        out = sigma[..., None, None] * out + mu[..., None, None]
+    keep = torch.rand(n, generator=rng, dtype=torch.float64, device=rng.device) < p
+    return torch.where(keep.to(x.device)[:, None, None, None], out, x)

@@ -122,6 +122,25 @@ def _threads() -> dict[str, Any]:
     return out
 
 
+def under_load(rec: dict[str, Any]) -> bool:
+    """Whether other processes used the machine during a recorded run.
+
+    Measured directly: the CPU time other processes used while the load was sampled
+    before and after the run (``other_cores``, in cores); a run is under load when either
+    sample exceeds :data:`UNDER_LOAD_CORES`.  Only where that measurement is unavailable
+    does the 1-minute load average decide (above half the cores): it lags by a minute
+    and counts the benchmark's own processes and the previous benchmark's, so a run
+    started right after another one would read as loaded on an idle machine.
+    """
+    samples = [rec.get(k) or {} for k in ("load_before", "load_after")]
+    others = [s["other_cores"] for s in samples if s.get("other_cores") is not None]
+    if others:
+        return bool(max(others) > UNDER_LOAD_CORES)
+    la0 = samples[0].get("loadavg")
+    cores = (rec.get("machine") or {}).get("cpu_count") or 1
+    return bool(la0 is not None and la0[0] > 0.5 * cores)
+
+
 class Record:
     """One benchmark run, written as JSON under ``benchmarks/results/`` (see module doc).
 
@@ -184,13 +203,7 @@ class Record:
         d = self.data
         d["load_after"] = load_state(self.sample_s)
         d["wall_s"] = time.perf_counter() - self._t0
-        others = [s["other_cores"] for s in (d["load_before"], d["load_after"])
-                  if s["other_cores"] is not None]
-        la0 = d["load_before"]["loadavg"]
-        d["under_load"] = bool(
-            (others and max(others) > UNDER_LOAD_CORES)
-            or (la0 is not None and la0[0] > UNDER_LOAD_CORES)
-        )
+        d["under_load"] = under_load(d)
         path = path or os.path.join(RESULTS_DIR, f"{self.name}.json")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(path, "w") as f:

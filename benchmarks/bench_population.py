@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
             qkv = base if backend == "numpy" else [torch.from_numpy(x) for x in base]
             for method in ("softmax", "favor", "decay"):
                 name, _, fixed = _grid(method, 1)
-                repeats = 3 if size == "small" else 1
+                repeats = 7 if size == "small" else 1
                 one_grid = _grid(method, 1)[1]
                 single = _timed(partial(population_map, name, one_grid, *qkv,
                                         vectorize=False, **fixed), repeats)

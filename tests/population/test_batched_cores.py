@@ -156,3 +156,51 @@ def test_stacked_features_with_a_structured_mask_use_the_generic_feature_path():
     batched = population_map("performer", grid, q, k, v, mask=mask, vectorize=True)
     looped = population_map("performer", grid, q, k, v, mask=mask, vectorize=False)
     np.testing.assert_allclose(batched, looped, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("mode", ["causal", "decay"])
+@pytest.mark.parametrize("dense_max", [0, 10**6])
+def test_favor_causal_dense_and_scan_paths_equal_loop(kind, mode, dense_max, monkeypatch):
+    # dense_max = 0: the chunked scan; 10**6: the dense (φ_q φ_kᵀ ⊙ D_p) [V | 1] path
+    monkeypatch.setattr(_favor, "DENSE_CAUSAL_MAX", dense_max)
+    monkeypatch.setattr(_favor, "BLOCK_BYTES", 1)  # several member blocks
+    q, k, v = _qkv(kind, shape=(2, 3, 70, 5), seed=4)  # two batch dims, > one chunk
+    gammas = [0.6, 0.97, 1.0]
+    maps = [PositiveRandomFeatures(5, 12, seed=s, scale=0.2 + 0.1 * s) for s in range(3)]
+    out = favor_population(q, k, v, maps, causal=True,
+                           gammas=gammas if mode == "decay" else None)
+    assert tuple(out.shape) == (3, 2, 3, 70, 5)
+    for p, phi in enumerate(maps):
+        mask = DecayedCausal(70, gammas[p]) if mode == "decay" else None
+        ref = kernel_attention(q, k, v, phi, mask=mask, causal=mode == "causal")
+        np.testing.assert_allclose(_np(out[p]), _np(ref), rtol=0, atol=1e-12)
+
+
+def test_dense_causal_matrices_are_cached_and_exact():
+    g = np.array([0.5, 0.9])
+    like = np.zeros(1, dtype=np.float32)
+    D = _favor._causal_matrices(6, g, like)
+    assert D.dtype == np.float32 and D.shape == (2, 6, 6)
+    assert _favor._causal_matrices(6, g.copy(), like) is D  # keyed by value, not identity
+    for p, gamma in enumerate(g):
+        np.testing.assert_allclose(D[p], DecayedCausal(6, gamma).to_dense(), rtol=1e-7)
+    np.testing.assert_array_equal(_favor._causal_matrices(4, None, like),
+                                  np.tril(np.ones((4, 4))))
+
+
+def test_favor_core_torch_cpu_fast_path_float32_matches_loop():
+    # the vectorized FAVOR+ core at the benchmark's small problem shape (dense causal
+    # path, transposed query features), float32, against the loop of single calls
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((1, 128, 32)).astype(np.float32) * 0.5 for _ in range(3))
+    for grid, fixed in (({"seed": [0, 1, 2]}, {}), ({"gamma": [0.9, 0.99, 1.0]}, {"seed": 0})):
+        for kind in ("numpy", "torch"):
+            xs = (q, k, v) if kind == "numpy" else tuple(torch.from_numpy(x) for x in (q, k, v))
+            with torch.no_grad():
+                vec = population_map("performer", grid, *xs, num_features=64, vectorize=True,
+                                     **fixed)
+                loop = population_map("performer", grid, *xs, num_features=64,
+                                      vectorize=False, **fixed)
+            assert vec.dtype == loop.dtype
+            np.testing.assert_allclose(_np(vec), _np(loop), rtol=0, atol=2e-5)

@@ -397,8 +397,24 @@ class PositiveRandomFeatures(RandomFeatureMap):
             return self.queries(q), self.keys(k, causal=causal)
         # the fused kernels implement this class's projection; a subclass with its own
         # (e.g. the population's stacked per-member projections) takes the generic path
-        if type(self)._projected is RandomFeatureMap._projected and _fused_applies(q, k):
-            return self._fused_attention_features(q, k, causal)
+        if type(self)._projected is RandomFeatureMap._projected:
+            if _fused_applies(q, k):
+                return self._fused_attention_features(q, k, causal)
+            if is_torch(q) and is_torch(k):
+                from .backends.torch import features as tkernels
+
+                W = self._weights(q)  # the cached device copy (a layer's buffer)
+                if tkernels.applies(q, k, W):  # no autograd: one tensor per side, in place
+                    key = ("torch-bounds", str(q.device), str(q.dtype))
+                    if key not in self._cache:
+                        self._cache[key] = as_like(self._feature_bounds(dtype_name(q)), q)
+                    wt = tkernels.scaled_weights_t(W, math.sqrt(self.temperature),
+                                                   self.hyperbolic)
+                    return tkernels.attention_features(
+                        q, k, wt, half_temp=self.temperature / 2,
+                        log_norm=math.log(self._norm()), bound=self._cache[key],
+                        headroom=KEY_LOG_HEADROOM[dtype_name(k)], causal=causal,
+                        eps=self.eps)
         xp = namespace(q, k)
         lq, lk = self._log_features(q), self._log_features(k)
         if causal:

@@ -203,3 +203,69 @@ def test_broadcast_batch_dimensions():
         out = _run(backend, A, B, V, gamma=0.9, chunk_size=6)
         assert out.shape == (3, 2, 20, 3)
         assert relative_error(out, ref) <= 1e-12, backend
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+@pytest.mark.parametrize("kind", list(MASKS))
+@pytest.mark.parametrize("chunk", [None, 1, 7, 64])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_normalizer_is_bit_for_bit_the_ones_column(backend, kind, chunk, dtype):
+    """``normalizer=True`` (ones column built per chunk) == the product with ``[V | 1]``."""
+    gamma, exclusive = MASKS[kind]
+    A, B, V = (x.astype(dtype) for x in (A64, B64, V64))
+    V1 = np.concatenate([V, np.ones_like(V[..., :1])], axis=-1)
+    opts = {"gamma": gamma, "exclusive": exclusive, "chunk_size": chunk}
+    ref = _run(backend, A, B, V1, **opts)
+    run = kernel("causal_masked_matmul", backend)
+    if backend == "torch":
+        num, den = (t.numpy() for t in run(*(torch.from_numpy(x) for x in (A, B, V)),
+                                           normalizer=True, **opts))
+    else:
+        num, den = run(A, B, V, normalizer=True, **opts)
+    assert num.shape == V.shape and den.shape == (*V.shape[:-1], 1)
+    assert np.array_equal(num, ref[..., :-1]) and np.array_equal(den, ref[..., -1:])
+    dense = _dense(A64, B64, V64, gamma, exclusive)
+    assert relative_error(num, dense) < TOL[dtype]
+
+
+def test_normalizer_recurrence_and_torch_gradients():
+    A, B, V = A64, B64, V64
+    V1 = np.concatenate([V, np.ones_like(V[..., :1])], axis=-1)
+    num, den = kernel("causal_masked_matmul", "numba")(A, B, V, normalizer=True,
+                                                       method="recurrence")
+    ref = causal_masked_matmul_recurrence(A, B, V1)
+    assert np.array_equal(num, ref[..., :-1]) and np.array_equal(den, ref[..., -1:])
+    run = kernel("causal_masked_matmul", "torch")
+    leaves = [torch.from_numpy(x).requires_grad_() for x in (A, B, V)]
+    num, den = run(*leaves, gamma=0.9, normalizer=True)
+    (num.sum() + 2 * den.sum()).backward()
+    grads = [t.grad.clone() for t in leaves]
+    for t in leaves:
+        t.grad = None
+    v1 = torch.cat([leaves[2], torch.ones_like(leaves[2][..., :1])], -1)
+    out = run(leaves[0], leaves[1], v1, gamma=0.9)
+    (out[..., :-1].sum() + 2 * out[..., -1:].sum()).backward()
+    for g, t in zip(grads, leaves, strict=True):
+        assert torch.allclose(g, t.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+def test_kernel_attention_normalizer_path_matches_ones_column(backend):
+    """kernel_attention's causal path (no ones-column copy) gives the former bits."""
+    from structattn.attention import _safe_divide
+
+    rng = np.random.default_rng(11)
+    q, k, v = (rng.standard_normal((2, 3, 45, 8)).astype(np.float32) for _ in range(3))
+    phi = PositiveRandomFeatures(8, 16, seed=5)
+    for mask in (None, DecayedCausal(45, 0.8, exclusive=True)):
+        xs = (q, k, v) if backend != "torch" else tuple(torch.from_numpy(x) for x in (q, k, v))
+        out = kernel_attention(*xs, phi, causal=True, mask=mask, backend=backend)
+        full = Causal(45) if mask is None else mask
+        A, B = phi.attention_features(*xs[:2], causal=True)
+        V = xs[2]
+        V1 = (np.concatenate([V, np.ones_like(V[..., :1])], -1) if backend != "torch"
+              else torch.cat([V, torch.ones_like(V[..., :1])], -1))
+        ref = full.masked_matmul(A, B, V1, backend=backend)
+        ref = _safe_divide(ref[..., :-1], ref[..., -1:])
+        out, ref = (np.asarray(x) for x in (out, ref))
+        assert np.array_equal(out, ref)

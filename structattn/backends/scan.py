@@ -165,6 +165,7 @@ def causal_masked_matmul(
     gamma: float = 1.0,
     exclusive: bool = False,
     chunk_size: int | None = None,
+    normalizer: bool = False,
 ) -> Any:
     """``(M ⊙ A Bᵀ) V`` for the (decayed) causal mask by a chunked GEMM scan.
 
@@ -187,10 +188,16 @@ def causal_masked_matmul(
         ``L``; a shorter sequence is one zero-padded chunk, so rows are bit-identical
         for every prefix length).  An explicit ``C >= L`` means one chunk of length
         ``L``.
+    normalizer : bool
+        Also return the normalizer ``(M ⊙ A Bᵀ) 1``: the product with ``[V | 1]``, the
+        ones column appended per group of chunks (never as an ``(..., L, d_v + 1)``
+        copy of ``V``).
 
     Returns
     -------
     array, shape (..., L, d_v)
+        Or, with ``normalizer``, ``(num (..., L, d_v), den (..., L, 1))``: bit for bit
+        the columns of the product with ``[V | 1]``.
 
     Notes
     -----
@@ -203,7 +210,7 @@ def causal_masked_matmul(
     batch = tuple(np.broadcast_shapes(tuple(A.shape[:-2]), tuple(B.shape[:-2]),
                                       tuple(V.shape[:-2])))
     L, m = A.shape[-2], A.shape[-1]
-    dv = V.shape[-1]
+    dv = V.shape[-1] + (1 if normalizer else 0)  # the width of the product's values
     A, B, V = (xp.broadcast_to(x, (*batch, *x.shape[-2:])) for x in (A, B, V))
     itemsize = 8 if "64" in str(A.dtype) else 4
     C = _resolve_chunk(chunk_size, L, m, dv, itemsize)
@@ -217,7 +224,7 @@ def causal_masked_matmul(
         A, B, V = _pad(A), _pad(B), _pad(V)
     A4 = xp.reshape(A, (*batch, nc, C, m))
     B4 = xp.reshape(B, (*batch, nc, C, m))
-    V4 = xp.reshape(V, (*batch, nc, C, dv))
+    V4 = xp.reshape(V, (*batch, nc, C, V.shape[-1]))
     plain = float(gamma) == 1.0
     decay, w_in, w_out = _tables(float(gamma), bool(exclusive), C, A)
     g_chunk = float(gamma) ** C
@@ -227,6 +234,11 @@ def causal_masked_matmul(
     for g0 in range(0, nc, G):
         g1 = min(g0 + G, nc)
         a, b, v = A4[..., g0:g1, :, :], B4[..., g0:g1, :, :], V4[..., g0:g1, :, :]
+        if is_torch(a):  # one copy of the group's slices, not one per batched matmul
+            a, b = a.contiguous(), b.contiguous()
+            v = v if normalizer else v.contiguous()
+        if normalizer:  # [V | 1] for this group only (padded rows meet zero factors)
+            v = xp.concat([v, xp.ones_like(v[..., :1])], axis=-1)
         bt = xp.matrix_transpose(b)
         y = ((a @ bt) * decay) @ v  # intra-chunk: batched GEMMs over the group's chunks
         contrib = xp.matrix_transpose(b if plain else b * w_out) @ v  # (..., G, m, dv)
@@ -239,5 +251,11 @@ def causal_masked_matmul(
         S = xp.stack(prev, axis=-3)  # the state entering each chunk, (..., G, m, dv)
         y = y + (a if plain else a * w_in) @ S
         outs.append(xp.reshape(y, (*batch, (g1 - g0) * C, dv)))
+    if normalizer:  # the columns of each group apart: one concat per output
+        nums = [y[..., :-1] for y in outs]
+        dens = [y[..., -1:] for y in outs]
+        num = nums[0] if len(nums) == 1 else xp.concat(nums, axis=-2)
+        den = dens[0] if len(dens) == 1 else xp.concat(dens, axis=-2)
+        return (num[..., :L, :], den[..., :L, :]) if pad else (num, den)
     out = outs[0] if len(outs) == 1 else xp.concat(outs, axis=-2)
     return out[..., :L, :] if pad else out

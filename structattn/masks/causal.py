@@ -51,6 +51,22 @@ class _CausalBase(Mask):
     def _rmasked_matmul(self, A: Any, B: Any, V: Any, backend: str) -> Any:
         return _flip(self._masked_matmul(_flip(A), _flip(B), _flip(V), backend))
 
+    def _masked_matmul_normalized(self, A: Any, B: Any, V: Any, backend: str
+                                  ) -> tuple[Any, Any]:
+        """``((M ⊙ A Bᵀ) V, (M ⊙ A Bᵀ) 1)``: numerator and normalizer of attention.
+
+        Bit for bit the columns of ``masked_matmul(A, B, [V | 1])``, but the ones
+        column is built per chunk (or group of chunks) inside the scan, never as an
+        ``(..., L, d_v + 1)`` copy of ``V``.  For resolved ``backend`` and inputs
+        already validated, of one batch shape ``(..., L, ·)``.
+
+        Returns
+        -------
+        (array (..., L, d_v), array (..., L, 1))
+        """
+        run = _causal_kernel(backend)
+        return run(A, B, V, gamma=self.gamma, exclusive=self.exclusive, normalizer=True)
+
     def _to_dense(self, like: Any) -> Any:
         if is_torch(like):  # built on the device (no host copy; traceable by compile)
             from ..backends.scan import _torch_tables

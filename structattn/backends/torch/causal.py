@@ -18,6 +18,8 @@ Only plain torch operations are used: it runs on CPU and CUDA.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -61,14 +63,22 @@ def causal_masked_matmul(
     gamma: float = 1.0,
     exclusive: bool = False,
     chunk_size: int | None = None,
-) -> torch.Tensor:
+    normalizer: bool = False,
+) -> Any:
     """``(M ⊙ A Bᵀ) V`` for the (decayed) causal mask on torch tensors, with autograd.
 
     Same contract as :func:`structattn.backends.scan.causal_masked_matmul` (``chunk_size``
-    None: the cost model's ``C``, the same as the numpy and numba backends').  With
+    None: the cost model's ``C``, the same as the numpy and numba backends'; with
+    ``normalizer``, ``(num, den)``: the columns of the product with ``[V | 1]``).  With
     gradients, the saved tensors are ``A``, ``B``, ``V`` only: ``O(L·(m + d_v))``.
     """
-    if not (A.requires_grad or B.requires_grad or V.requires_grad):
-        return _scan(A, B, V, gamma=gamma, exclusive=exclusive, chunk_size=chunk_size)
+    grad = torch.is_grad_enabled() and (A.requires_grad or B.requires_grad or V.requires_grad)
+    if not grad:
+        return _scan(A, B, V, gamma=gamma, exclusive=exclusive, chunk_size=chunk_size,
+                     normalizer=normalizer)
+    if normalizer:  # autograd needs the ones column as a real input
+        out = causal_masked_matmul(A, B, torch.cat([V, torch.ones_like(V[..., :1])], -1),
+                                   gamma=gamma, exclusive=exclusive, chunk_size=chunk_size)
+        return out[..., :-1], out[..., -1:]
     return _CausalMaskedMatmul.apply(A, B, V, float(gamma), bool(exclusive),
                                      None if chunk_size is None else int(chunk_size))

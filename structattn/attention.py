@@ -38,6 +38,7 @@ from ._array import (
 )
 from ._debug import resolve_check_finite
 from ._inputs import prepare_attention_inputs
+from ._underflow import recompute_underflowed_rows
 from ._validate import (
     check_finite_output,
     check_mask_batch,
@@ -150,17 +151,26 @@ def _check_scale(scale: Any, d: int) -> float:
     return check_scale(scale, d)
 
 
-def _safe_divide(num: Any, den: Any) -> Any:
+def _safe_divide(num: Any, den: Any, *, inplace: bool = False) -> Any:
     """``num / den`` row-wise, 0 where ``|den|`` is below the smallest normal number.
 
     (No NaN, gradients stay finite; a subnormal ``den`` would give garbage rows.)
 
-    On torch tensors always the branch-free form (no host synchronization).
+    On torch tensors always the branch-free form (no host synchronization): one
+    division by ``den`` with its small entries replaced by 1, then the rows zeroed in
+    place (``masked_fill_`` on the division's own result: autograd-safe, the division
+    saves its inputs, not its output).  ``inplace=True`` (numpy): ``num`` is a
+    temporary of the caller and receives the quotient (no new ``(..., L, d_v)`` array).
     """
     xp = namespace(num, den)
     # subnormal normalizers have lost their relative precision: treated as zero
     nonzero = xp.abs(den) >= tiny(den)
-    if not is_torch(den) and bool(xp.all(nonzero)):  # the common numpy case: one pass
+    if is_torch(den):
+        out = num / xp.where(nonzero, den, xp.ones_like(den))
+        return out.masked_fill_(~nonzero, 0)
+    if bool(xp.all(nonzero)):  # the common numpy case: one pass
+        if inplace and num.flags.writeable:
+            return np.divide(num, den, out=num)
         return num / den
     return xp.where(nonzero, num / xp.where(nonzero, den, xp.ones_like(den)), xp.zeros_like(num))
 
@@ -172,26 +182,6 @@ def _warn_nonpositive(den: Any, what: str) -> None:
         warnings.warn(
             f"{bad} attention normalizer(s) are <= 0 ({what}); outputs of those rows are "
             "unreliable (zero normalizers give zero rows)",
-            NormalizerWarning,
-            stacklevel=3,
-        )
-
-
-def _warn_underflow(den: Any, mask: Mask, backend: str) -> None:
-    """Zero normalizers on rows whose mask row is not empty: features underflowed.
-
-    Only reached when some normalizer is zero or subnormal (one extra mask product).
-    """
-    xp = namespace(den)
-    like = den[..., :1, :]
-    ones = xp.broadcast_to(xp.ones_like(like), (*den.shape[:-2], mask.shape[1], 1))
-    support = mask.matmat(ones, backend=backend, check_finite=False)
-    lost = int(xp.sum(xp.astype((den < tiny(den)) & (support > 0), xp.int64)))
-    if lost:
-        warnings.warn(
-            f"{lost} attention row(s) have a zero normalizer although their mask row is "
-            "not empty: the features underflowed (e.g. float32 with a large head "
-            "dimension or extreme inputs); those rows are returned as zeros — use float64",
             NormalizerWarning,
             stacklevel=3,
         )
@@ -317,8 +307,11 @@ def kernel_attention(
     """Masked kernel (linear) attention ``rownormalize(M ⊙ φ(Q) φ(K)ᵀ) V``.
 
     Computed as one structured product ``M.masked_matmul(φ(Q), φ(K), [V | 1])``, whose
-    last column is the normalizer; no ``L_q x L_k`` matrix is formed unless the mask is
-    itself dense.  With a softmax-approximating map and its default scale this
+    last column is the normalizer (for the causal scan masks the ones column is
+    appended per chunk inside the scan, never as a copy of ``V``); no ``L_q x L_k``
+    matrix is formed unless the mask is itself dense.  Rows whose normalizer
+    underflowed are recomputed in the log domain where checks run (see
+    :doc:`/reliability`).  With a softmax-approximating map and its default scale this
     approximates ``softmax_attention(q, k, v, mask=mask, causal=causal)``.
 
     Parameters
@@ -377,18 +370,22 @@ def kernel_attention(
     mask = _resolve_mask(mask, causal, L_q, L_k)
     phi_q, phi_k = _features(q, k, feature_map, _is_causal(mask))
     xp = namespace(v)
-    ones = xp.ones_like(v[..., :1])
-    v1 = xp.concat([v, ones], axis=-1)
     operator = mask if mask is not None else Full(L_q, L_k)
-    out = operator.masked_matmul(phi_q, phi_k, v1, backend=backend, check_finite=False)
-    num, den = out[..., :-1], out[..., -1:]
-    if not host_checks:
-        pass  # torch outside debug(): no data-dependent warnings, no host sync
-    elif not (feature_map.nonnegative and operator.nonnegative):
+    normalized = getattr(operator, "_masked_matmul_normalized", None)
+    if normalized is not None:  # causal scans build the ones column per chunk
+        num, den = normalized(phi_q, phi_k, v, backend)
+    else:
+        v1 = xp.concat([v, xp.ones_like(v[..., :1])], axis=-1)
+        out = operator.masked_matmul(phi_q, phi_k, v1, backend=backend, check_finite=False)
+        num, den = out[..., :-1], out[..., -1:]
+    signed = not (feature_map.nonnegative and operator.nonnegative)
+    if host_checks and signed:
         _warn_nonpositive(den, "signed features or mask")
-    elif bool(xp.any(den < tiny(den))):
-        _warn_underflow(den, operator, backend)
-    out = _safe_divide(num, den)
+    out = _safe_divide(num, den, inplace=True)  # num: the kernel's own temporary
+    if host_checks and not signed:
+        # rows whose normalizer underflowed are recomputed in the log domain (or
+        # reported); torch outside debug(): no data-dependent step, no host sync
+        out = recompute_underflowed_rows(out, den, q, k, v, feature_map, operator)
     return restore(check_finite_output(out, "kernel_attention", checks))
 
 

@@ -30,8 +30,14 @@ from typing import Any
 import numpy as np
 
 from ._array import as_like, dtype_name, is_torch, namespace, validate_attention_inputs
-from ._debug import resolve_check_finite
+from ._debug import debug_enabled, resolve_check_finite
 from ._inputs import HALF_DTYPES
+from ._underflow import (
+    recompute_underflowed_rows,
+    report_underflowed_rows,
+    underflow_threshold,
+)
+from .attention import _safe_divide
 from .backends import resolve_backend
 from .backends.scan import causal_masked_matmul as _scan
 from .features import KEY_LOG_HEADROOM, FeatureMap, PositiveRandomFeatures
@@ -39,6 +45,11 @@ from .masks import Causal, DecayedCausal, Mask
 from .masks.toeplitz import _ExponentialSymbol
 
 __all__ = ["LinearAttentionCache"]
+
+
+def _host_checks(x: Any) -> bool:
+    """Data-dependent checks run: numpy, or torch inside :func:`structattn.debug`."""
+    return not is_torch(x) or debug_enabled()
 
 
 def _mask_terms(mask: Any) -> tuple[list[tuple[float, float]], bool]:
@@ -97,10 +108,15 @@ class LinearAttentionCache:
     Key stabilizers follow :func:`~structattn.kernel_attention` with ``causal=True``:
     they depend on the first key only.  For
     :class:`~structattn.features.PositiveRandomFeatures`, if a later key's
-    log-features exceed the first key's by more than the headroom ``H``, the
-    full-sequence computation switches to a data-independent cap for *all* keys; the
-    cache then rescales its state to that cap (an exact change of stabilizer), so
-    outputs still agree up to rounding.
+    log-features exceed the first key's by more than the headroom ``H``, the cache
+    raises the scale of the features concerned to that key's log-feature and rescales
+    the state's rows (an exact change of stabilizer that drops only terms below
+    ``e^-H`` times another term of the same feature), so a step's normalizer does not
+    underflow and outputs agree with the full computation (whose underflowed rows are
+    recomputed in the log domain) up to rounding.  With decaying masks a normalizer
+    can still underflow after many steps of decay; on numpy (and on torch inside
+    :func:`structattn.debug`) such rows raise a
+    :class:`~structattn.attention.NormalizerWarning` and are returned as zeros.
 
     Examples
     --------
@@ -172,7 +188,7 @@ class LinearAttentionCache:
         """Query/key features of ``q, k (..., L, d)`` with the cache's stabilizer.
 
         Returns ``(phi_q, phi_k, rescale)``: ``rescale (..., m, 1)`` multiplies the old
-        state when the stabilizer changed (PRF cap), else None.
+        state when the stabilizer changed (PRF: a key would overflow), else None.
         """
         fm = self.feature_map
         xp = namespace(q, k)
@@ -185,19 +201,53 @@ class LinearAttentionCache:
             both = xp.concat([self._first, k], axis=-2)
             return phi_q, fm.keys(both, causal=True)[..., 1:, :], None
         lk, lq = fm._log_features(k), fm._log_features(q)
-        headroom = KEY_LOG_HEADROOM[dtype_name(k)]
-        fits = xp.all(lk - self._first <= headroom, axis=(-2, -1), keepdims=True)
         old = self._shift
-        # once capped, always capped (the full computation caps every key)
-        capped_now = xp.logical_or(xp.logical_not(fits), xp.any(old != self._first,
-                                                                 axis=-1, keepdims=True))
-        shift = xp.where(capped_now, self._bound, self._first)
+        shift = self._raised_shift(lk, old)
         self._shift = shift
         rescale = xp.exp(old - shift)  # 1 unless the stabilizer changed
         rescale = xp.reshape(rescale, (*rescale.shape[:-2], rescale.shape[-1], 1))
         lq = lq + shift
         phi_q = fm._stabilized(lq, xp.max(lq, axis=-1, keepdims=True))
         return phi_q, fm._stabilized(lk, shift), rescale
+
+    def _raised_shift(self, lk: Any, shift: Any) -> Any:
+        """The state's per-feature scale after keys ``lk (..., L, m)``.
+
+        Feature ``r`` keeps its scale ``c_r`` (at first the first key's log-feature)
+        while every key stays within the headroom ``H`` above it; a key beyond raises
+        ``c_r`` to the largest such log-feature.  The state's row ``r`` is then
+        multiplied by ``exp(c_old - c_new)``: a contribution this drops is below
+        ``e^-H`` times the new key's contribution *to the same feature*, so it is
+        negligible for every query — the state never loses a term that matters and a
+        step's normalizer never underflows (without decay).
+        """
+        xp = namespace(lk)
+        top = xp.max(lk, axis=-2, keepdims=True)
+        return xp.where(top - shift > KEY_LOG_HEADROOM[dtype_name(lk)], top, shift)
+
+    def _prompt_features(self, q: Any, k: Any) -> tuple[Any, Any, Any]:
+        """``(phi_q, phi_k, phi_k_state)`` of a prompt.
+
+        The rows are those of the full computation (``kernel_attention`` with
+        ``causal=True``: the first key's shift, or the data-independent cap when a key
+        would overflow it); the state is built with the cache's own per-feature scale
+        (:meth:`_raised_shift`), the same features unless some key exceeds the first
+        by more than ``H``.
+        """
+        fm = self.feature_map
+        xp = namespace(q, k)
+        lk, lq = fm._log_features(k), fm._log_features(q)
+        first = self._first
+        fits = xp.all(lk - first <= KEY_LOG_HEADROOM[dtype_name(k)], axis=(-2, -1),
+                      keepdims=True)
+        shift = xp.where(fits, first, self._bound)
+        lq = lq + shift
+        phi_q = fm._stabilized(lq, xp.max(lq, axis=-1, keepdims=True))
+        phi_k = fm._stabilized(lk, shift)
+        self._shift = self._raised_shift(lk, first)
+        if not is_torch(k) and bool(np.all(fits)):
+            return phi_q, phi_k, phi_k  # the same shift: the same features
+        return phi_q, phi_k, fm._stabilized(lk, self._shift)
 
     # ---------------------------------------------------------------- checks
     def _prepare(self, q: Any, k: Any, v: Any, what: str) -> tuple[Any, Any, Any, Any]:
@@ -242,10 +292,10 @@ class LinearAttentionCache:
             part = part if a == 1.0 else part * a
             out = part if out is None else out + part
         num, den = out[..., :-1], out[..., -1:]
-        xp = namespace(num)
-        nonzero = den != 0
-        return xp.where(nonzero, num / xp.where(nonzero, den, xp.ones_like(den)),
-                        xp.zeros_like(num))
+        if _host_checks(den) and not (self.exclusive and self.position == 0) and (
+                float(den.min()) < underflow_threshold(den)):
+            report_underflowed_rows(den, "a decoding step")
+        return _safe_divide(num, den)
 
     # ----------------------------------------------------------------- public
     def prefill(self, q: Any, k: Any, v: Any) -> Any:
@@ -274,7 +324,11 @@ class LinearAttentionCache:
             y = namespace(q).concat(ys, axis=-2)
             return y if out_dtype is None else y.to(out_dtype)
         self._init_stabilizer(k)
-        phi_q, phi_k, _ = self._features(q, k)
+        if self._prf():
+            phi_q, phi_k, phi_state = self._prompt_features(q, k)
+        else:
+            phi_q, phi_k, _ = self._features(q, k)
+            phi_state = phi_k
         xp = namespace(q, k, v)
         v1 = xp.concat([v, xp.ones_like(v[..., :1])], axis=-1)
         L = int(q.shape[-2])
@@ -285,15 +339,25 @@ class LinearAttentionCache:
             outs = part if outs is None else outs + part
             with np.errstate(under="ignore"):
                 w = as_like(g ** np.arange(L - 1, -1, -1, dtype=np.float64)[:, None], phi_k)
-            states.append(xp.matrix_transpose(phi_k * w) @ v1)
+            states.append(xp.matrix_transpose(phi_state * w) @ v1)
         self._S = xp.stack(states, axis=0)
         self.position = L
         self._arm_fast(q, v, out_dtype)
         num, den = outs[..., :-1], outs[..., -1:]
-        nonzero = den != 0
-        y = xp.where(nonzero, num / xp.where(nonzero, den, xp.ones_like(den)),
-                     xp.zeros_like(num))
+        y = _safe_divide(num, den)
+        if _host_checks(den):
+            # rows whose normalizer underflowed: recomputed as kernel_attention does
+            y = recompute_underflowed_rows(y, den, q, k, v, self.feature_map,
+                                           self._prefill_mask(L))
         return y if out_dtype is None else y.to(out_dtype)
+
+    def _prefill_mask(self, L: int) -> Mask:
+        """The ``L x L`` mask of a prompt (the recomputation of underflowed rows)."""
+        if self.mask is None or isinstance(self.mask, Causal):
+            return Causal(L, exclusive=self.exclusive)
+        if isinstance(self.mask, DecayedCausal):
+            return DecayedCausal(L, self.mask.gamma, exclusive=self.exclusive)
+        return self.mask
 
     def step(self, q_t: Any, k_t: Any, v_t: Any) -> Any:
         """Consume one token and return its output.
@@ -360,8 +424,6 @@ class LinearAttentionCache:
             self._t_half = fm.temperature / 2
             self._log_norm = math.log(fm._norm())
             self._headroom = KEY_LOG_HEADROOM[dtype_name(q)]
-            if not torch_in:
-                self._capped = bool(np.any(self._shift != self._first))
         if not torch_in:
             d = int(q.shape[-1])
             self._range_limit = float(np.finfo(q.dtype).max) / 16 / d
@@ -438,12 +500,11 @@ class LinearAttentionCache:
         """Positive random features of one token, the key stabilizer as a host branch."""
         lk = k @ self._wt
         lk -= self._t_half * np.sum(k * k, axis=-1, keepdims=True)
-        if not self._capped and bool(np.any(lk - self._first > self._headroom)):
-            self._capped = True  # once capped, always capped (as the full computation)
-            rescale = np.exp(self._first - self._bound)
-            self._S *= np.swapaxes(rescale, -1, -2)
-        shift = self._bound if self._capped else self._first
-        self._shift = shift
+        shift = self._shift
+        if bool(np.any(lk - shift > self._headroom)):  # a key would overflow: raise
+            new = self._raised_shift(lk, shift)
+            self._S *= np.swapaxes(np.exp(shift - new), -1, -2)
+            self._shift = shift = new
         lq = q @ self._wt
         lq += shift
         lq -= np.max(lq, axis=-1, keepdims=True) - self._log_norm
@@ -456,11 +517,9 @@ class LinearAttentionCache:
 
         lk = k @ self._wt
         lk -= self._t_half * (k * k).sum(-1, keepdim=True)
-        fits = (lk - self._first <= self._headroom).all(-1, keepdim=True)
         old = self._shift
-        capped_now = ~fits | (old != self._first).any(-1, keepdim=True)
-        shift = torch.where(capped_now, self._bound, self._first)
-        self._S *= torch.exp(old - shift).transpose(-1, -2)  # 1 unless capped just now
+        shift = torch.where(lk - old > self._headroom, lk, old)  # raised where needed
+        self._S *= torch.exp(old - shift).transpose(-1, -2)  # 1 unless raised just now
         self._shift = shift
         lq = q @ self._wt
         lq += shift

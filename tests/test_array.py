@@ -56,3 +56,16 @@ def test_as_generator():
 def test_describe_array():
     assert "shape=(2,)" in describe_array(np.ones(2))
     assert "device=cpu" in describe_array(torch.ones(2))
+
+
+# ------------------------------------------------ NaN/Inf scan of large inputs
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_large_inputs_with_nan_or_inf_are_refused(bad):
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((4, 1 << 16, 2)).astype(np.float32)  # 2**19 elements
+    k = q.copy()
+    q[2, 12345, 1] = bad
+    with pytest.raises(ValueError, match="q contains NaN or Inf"):
+        validate_attention_inputs(q, k, k)
+    with pytest.raises(ValueError, match="k contains NaN or Inf"):
+        validate_attention_inputs(k, q, k)

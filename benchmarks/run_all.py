@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "study": ("bench_study.py", []),
     "causal": ("bench_causal.py", []),
+    "causal_history": ("bench_causal_history.py", []),
     "mra": ("bench_mra.py", []),
     "estimators": ("bench_estimators.py", []),
     "eigen": ("bench_eigen.py", []),

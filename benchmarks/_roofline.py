@@ -11,6 +11,9 @@ where both ceilings are *measured in the same process* by :func:`machine_rooflin
 
   - ``"large"``: the best of numpy's BLAS and torch on a square ``n x n @ n x n``
     (``n = 2048``; ``1024`` in quick mode); ``"large_numpy"``/``"large_torch"`` each;
+  - ``"tall"``: ``(8·16384, 64) @ (64, 64)``, the feature maps' projection of all heads'
+    rows at once (one tall-skinny BLAS call; its short inner dimension keeps it well
+    below the square product's rate);
   - ``"batched"``: the small batched shape of the chunked causal scan and of MRA's
     blocks, ``(B, C, 64) @ (B, 64, 64)`` with ``C = 128`` and ``B = 8·L/C`` for
     ``L = 16384`` (``L = 4096`` in quick mode) — numpy ``matmul`` on stacked arrays;
@@ -64,7 +67,7 @@ __all__ = [
 ]
 
 #: Keys of ``roof["gflops"][dtype]``.
-GEMM_KINDS = ("large", "large_numpy", "large_torch", "batched", "batched_cc",
+GEMM_KINDS = ("large", "large_numpy", "large_torch", "tall", "batched", "batched_cc",
               "batched_torch", "batched_cc_torch", "fft")
 
 _CACHE: dict[bool, dict[str, Any]] = {}
@@ -119,7 +122,14 @@ def _gemm(dtype: str, quick: bool, reps: int) -> dict[str, float | None]:
     out["large"] = max(v for k, v in out.items() if v is not None)
 
     C, m = 128, 64
-    nb = 8 * (4096 if quick else 16384) // C
+    rows = 8 * (4096 if quick else 16384)
+    # tall: the feature maps' projection, all heads' rows at once against a d x m matrix
+    xt = rng.standard_normal((rows, m)).astype(dtype)
+    wt = rng.standard_normal((m, m)).astype(dtype)
+    yt = np.empty((rows, m), dtype=dtype)
+    out["tall"] = 2.0 * rows * m * m / _median_time(lambda: np.dot(xt, wt, out=yt), reps,
+                                                    1.0) / 1e9
+    nb = rows // C
     x = rng.standard_normal((nb, C, m)).astype(dtype)
     w = rng.standard_normal((nb, m, m)).astype(dtype)
     s = rng.standard_normal((nb, C, C)).astype(dtype)
@@ -246,6 +256,7 @@ def machine_roofline(quick: bool = False, *, refresh: bool = False) -> dict[str,
         "conventions": {
             "gemm": "2*M*N*K flops per product; median of repeats after a warm-up",
             "large": f"square {1024 if quick else 2048}^2, best of numpy BLAS and torch",
+            "tall": f"(8*{4096 if quick else 16384}, 64) @ (64, 64), numpy (feature maps)",
             "batched": f"(8*{4096 if quick else 16384}/128, 128, 64) @ (., 64, 64), numpy",
             "batched_cc": f"(8*{4096 if quick else 16384}/128, 128, 128) @ (., 128, 64), numpy",
             "fft": "complex FFT, N = 2**16, 5*N*log2(N) flops, best of scipy.fft and torch",

@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="L in {1024, 4096}, 1 repeat, no L=16384 dense baseline")
     p.add_argument("--out", help="write all measurements as JSON to this path")
     p.add_argument("--repeats", type=int, default=None,
-                   help="timed repeats per configuration (default 5; 1 with --quick)")
+                   help="timed repeats per configuration (default 9; 3 with --quick)")
     p.add_argument("--budget", type=float, default=None,
                    help="stop repeating once a configuration's timed calls exceed this many "
                         "seconds (default 20, --quick 5; at least one timed call always runs)")
@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         args.budget = 5.0 if args.quick else 20.0
     script = os.path.abspath(__file__)
     lengths = args.lengths or ([1024, 4096] if args.quick else [1024, 4096, 16384])
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or (3 if args.quick else 9)
     methods = list(args.methods)
     perf_ok, perf_err = _performer_available()
     if not perf_ok and "performer" in methods:

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"8 heads x L x 64, m = 64 positive random features, float32, numba "
                       f"backend, default checks; each process: min of 5 calls after 2 "
                       f"warm-ups; {rounds} rounds of fresh processes, alternating order",
-                      f"outputs agree (sum |out| within 1e-3): {agree}"])
+                      f"outputs agree (sum of abs(out) within 1e-3): {agree}"])
     print(H.format_table(["code", "L", "min (s)", "median (s)", "speedup"], rows))
     print(f"speedup (medians): {speedup:.2f}x; outputs agree: {agree}")
     print("record:", rec.write())

@@ -27,6 +27,11 @@ torch = pytest.importorskip("torch")
 MODES = ("full", "sparse")
 
 
+def _keep(padding):
+    """The library's key mask (True = attend) from a padding mask (True = padding)."""
+    return None if padding is None else ~padding
+
+
 def walk_inputs(shape, d, *, seed, dv=None, step=0.35, temperature=1.0):
     """Random-walk (locally correlated) q, k and Gaussian v: structured attention inputs.
 
@@ -66,7 +71,7 @@ def test_block_mean_identity(backend, dtype, padded):
     qq, kk = convert(backend, dtype, q, k)
     m = None if kpm is None else (torch.as_tensor(kpm) if backend == "torch" else kpm)
     ap = MRAAttention(block_size=16, blocks_per_row=2, backend=backend).approximate(
-        qq, kk, key_padding_mask=m)
+        qq, kk, key_mask=_keep(m))
     # independent: block means of the dense S over valid pairs (float64)
     ref = mra_dense_reference(q, k, q[..., :1], block_size=16, blocks_per_row=2,
                               key_padding_mask=kpm)
@@ -98,7 +103,7 @@ def test_fast_matches_dense_reference(backend, dtype, mode, case):
     qq, kk, vv = convert(backend, dtype, q, k, v)
     m = None if kpm is None else (torch.as_tensor(kpm) if backend == "torch" else kpm)
     y = mra_attention(qq, kk, vv, block_size=b, blocks_per_row=2, mode=mode,
-                      key_padding_mask=m, selection=ref.selection, backend=backend)
+                      key_mask=_keep(m), selection=ref.selection, backend=backend)
     assert type(y) is type(qq) and y.dtype == qq.dtype and tuple(y.shape) == (2, 2, L, 5)
     if dtype == "float64":
         np.testing.assert_allclose(to_np(y), ref.output, rtol=0, atol=1e-10)
@@ -274,7 +279,7 @@ def test_padding(backend, mode):
     kpm = ~valid
     qq, kk, vv = convert(backend, "float64", q, k, v)
     m = torch.as_tensor(kpm) if backend == "torch" else kpm
-    kw = dict(block_size=16, blocks_per_row=2, mode=mode, key_padding_mask=m, backend=backend)
+    kw = dict(block_size=16, blocks_per_row=2, mode=mode, key_mask=_keep(m), backend=backend)
     y = to_np(mra_attention(qq, kk, vv, **kw))
     assert y.shape == (2, L, 8)
     assert np.all(y[:, ~valid] == 0.0)  # padded rows output zero
@@ -287,7 +292,7 @@ def test_padding(backend, mode):
     y2 = to_np(mra_attention(qq2, kk2, vv2, **kw))
     assert relative_error(y2, y) <= 1e-13
     ap = MRAAttention(block_size=16, blocks_per_row=2, mode=mode,
-                      backend=backend).approximate(qq, kk, key_padding_mask=m)
+                      backend=backend).approximate(qq, kk, key_mask=_keep(m))
     A = to_np(ap.matrix())
     assert np.all(A[:, :, ~valid] == 0.0) and np.all(A[:, ~valid] == 0.0)
     np.testing.assert_allclose(A[:, valid].sum(-1), 1.0, rtol=1e-12)
@@ -305,7 +310,7 @@ def test_unpadded_length_needs_no_mask_and_matches_padded_call():
     qp, kp, vp = (np.pad(x, pad) for x in (q, k, v))
     kpm = np.zeros(80, dtype=bool)
     kpm[70:] = True
-    yp = mra_attention(qp, kp, vp, block_size=16, blocks_per_row=2, key_padding_mask=kpm,
+    yp = mra_attention(qp, kp, vp, block_size=16, blocks_per_row=2, key_mask=~kpm,
                        backend="numpy")
     assert relative_error(yp[:, :70], y) <= 1e-14 and np.all(yp[:, 70:] == 0)
 
@@ -343,10 +348,10 @@ def test_gradcheck_fixed_selection(mode):
     qt, kt, vt = (torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in (q, k, v))
     m = torch.as_tensor(kpm)
     sel = MRAAttention(block_size=4, blocks_per_row=2, mode=mode).approximate(
-        qt, kt, key_padding_mask=m).selection
+        qt, kt, key_mask=_keep(m)).selection
 
     def f(a, b_, c):
-        return mra_attention(a, b_, c, block_size=4, mode=mode, key_padding_mask=m,
+        return mra_attention(a, b_, c, block_size=4, mode=mode, key_mask=_keep(m),
                              selection=sel)
 
     assert torch.autograd.gradcheck(f, (qt, kt, vt))
@@ -382,9 +387,9 @@ def test_backend_parity(mode):
         args = convert(be, "float32", q, k, v)
         m = torch.as_tensor(kpm) if be == "torch" else kpm
         op = MRAAttention(block_size=32, blocks_per_row=3, mode=mode, backend=be)
-        sels[be] = op.approximate(*args[:2], key_padding_mask=m).selected_mask
-        sel = sel or op.approximate(*args[:2], key_padding_mask=m).selection
-        outs[be] = to_np(op(*args, key_padding_mask=m, selection=sel))
+        sels[be] = op.approximate(*args[:2], key_mask=_keep(m)).selected_mask
+        sel = sel or op.approximate(*args[:2], key_mask=_keep(m)).selection
+        outs[be] = to_np(op(*args, key_mask=_keep(m), selection=sel))
     for be in ("numba", "torch"):
         assert relative_error(outs[be], outs["numpy"]) <= 1e-5
     # float64: every backend selects the same blocks
@@ -394,7 +399,7 @@ def test_backend_parity(mode):
         m = torch.as_tensor(kpm) if be == "torch" else kpm
         sel64[be] = MRAAttention(block_size=32, blocks_per_row=3, mode=mode,
                                  backend=be).approximate(*args[:2],
-                                                         key_padding_mask=m).selected_mask
+                                                         key_mask=_keep(m)).selected_mask
     assert np.array_equal(sel64["numpy"], sel64["numba"])
     assert np.array_equal(sel64["numpy"], sel64["torch"])
 
@@ -408,7 +413,7 @@ def test_numba_kernel_variants_match(products, monkeypatch):
     q, k, v = (x.astype(np.float32) for x in (q, k, v))
     kpm = np.zeros(300, dtype=bool)
     kpm[[0, 31, 32, 299]] = True
-    kw = dict(block_size=32, blocks_per_row=4, key_padding_mask=kpm)
+    kw = dict(block_size=32, blocks_per_row=4, key_mask=~kpm)
     y_np = mra_attention(q, k, v, backend="numpy", **kw)
     monkeypatch.setattr(nb_mra, "TILE_PRODUCTS", products)
     monkeypatch.setattr(nb_mra, "PARALLEL_MIN_WORK", 0)
@@ -417,7 +422,8 @@ def test_numba_kernel_variants_match(products, monkeypatch):
     y_ser = mra_attention(q, k, v, backend="numba", **kw)
     assert relative_error(y_par, y_np) <= 1e-5 and relative_error(y_ser, y_np) <= 1e-5
     y64 = mra_attention(*(x.astype(np.float64) for x in (q, k, v)), backend="numba", **kw)
-    ref = mra_dense_reference(q, k, v, **kw)
+    ref = mra_dense_reference(q, k, v, block_size=32, blocks_per_row=4,
+                              key_padding_mask=kpm)
     np.testing.assert_allclose(y64, ref.output, rtol=0, atol=1e-10)
 
 
@@ -429,7 +435,7 @@ def test_approximation_structure(backend):
     qq, kk, vv = convert(backend, "float64", q, k, v)
     m = torch.as_tensor(kpm) if backend == "torch" else kpm
     op = MRAAttention(block_size=16, blocks_per_row=2, backend=backend)
-    ap = op.approximate(qq, kk, key_padding_mask=m)
+    ap = op.approximate(qq, kk, key_mask=_keep(m))
     indptr, indices = ap.selected_blocks
     n = 7
     assert indptr.shape == (2, n + 1) and indices.shape == (2, 2 * n)
@@ -445,9 +451,9 @@ def test_approximation_structure(backend):
     ref = mra_dense_reference(q, k, v, block_size=16, blocks_per_row=2, key_padding_mask=kpm,
                               selection=ap.selection)
     np.testing.assert_allclose(A, ref.matrix, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(to_np(ap(vv)), to_np(op(qq, kk, vv, key_padding_mask=m)),
+    np.testing.assert_allclose(to_np(ap(vv)), to_np(op(qq, kk, vv, key_mask=_keep(m))),
                                rtol=0, atol=1e-12)
-    np.testing.assert_allclose(to_np(op.matrix(qq, kk, key_padding_mask=m)), A)
+    np.testing.assert_allclose(to_np(op.matrix(qq, kk, key_mask=_keep(m))), A)
     assert isinstance(ap.selection, BlockSelection)
 
 

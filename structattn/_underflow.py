@@ -39,8 +39,8 @@ import numpy as np
 from ._array import as_like, index_like, is_torch, namespace, to_numpy
 from ._validate import tiny
 
-__all__ = ["REPAIR_BUDGET", "REPAIR_BUDGET_AUTOGRAD", "recompute_underflowed_rows",
-           "report_underflowed_rows", "underflow_threshold"]
+__all__ = ["REPAIR_BUDGET", "REPAIR_BUDGET_AUTOGRAD", "recompute_underflowed_matrix_rows",
+           "recompute_underflowed_rows", "report_underflowed_rows", "underflow_threshold"]
 
 #: Largest ``rows x L_k x F`` element count the generic (any-mask) recomputation does in
 #: one call (about a second of numpy work); scan masks have no budget (linear time).
@@ -108,12 +108,12 @@ def _mask_rows(mask: Any, rows: Any, L_q: int, like: Any) -> Any:
     return xp.matrix_transpose(R)
 
 
-def _generic_rows(lq: Any, lk: Any, v: Any, mask_rows: Any) -> Any:
-    """Rows from the log domain: ``Σ_s w_s v_s / Σ_s w_s`` over the mask row.
+def _log_domain_weights(lq: Any, lk: Any, mask_rows: Any) -> Any:
+    """Row-normalized weights ``w_s / Σ_s w_s`` over the mask row, from the log domain.
 
     ``log w_s = log M_is + logsumexp_r(lq_ir + lk_sr)``, shifted by its maximum over
-    the row's support; ``lq (n, F)``, ``lk (L_k, F)``, ``v (L_k, d_v)``, ``mask_rows
-    (n, L_k)``; numpy or torch (differentiable), ``O(n·L_k·F)``.
+    the row's support; ``lq (n, F)``, ``lk (L_k, F)``, ``mask_rows (n, L_k)``; numpy or
+    torch (differentiable), ``O(n·L_k·F)``.  Rows with an empty support are zero.
     """
     xp = namespace(lq)
     logits = lq[:, None, :] + lk[None, :, :]  # (n, L_k, F)
@@ -127,7 +127,73 @@ def _generic_rows(lq: Any, lk: Any, v: Any, mask_rows: Any) -> Any:
     peak = xp.where(xp.isfinite(peak), peak, xp.zeros_like(peak))
     w = xp.exp(logw - peak)
     den = xp.sum(w, axis=-1, keepdims=True)
-    return (w @ v) / xp.where(den > 0, den, xp.ones_like(den))
+    return w / xp.where(den > 0, den, xp.ones_like(den))
+
+
+def _generic_rows(lq: Any, lk: Any, v: Any, mask_rows: Any) -> Any:
+    """Attention rows ``Σ_s w_s v_s / Σ_s w_s`` from the log domain (see
+    :func:`_log_domain_weights`); ``v (L_k, d_v)``, ``O(n·L_k·(F + d_v))``."""
+    return _log_domain_weights(lq, lk, mask_rows) @ v
+
+
+def recompute_underflowed_matrix_rows(
+    P: Any, den: Any, q: Any, k: Any, feature_map: Any, mask_dense: Any
+) -> Any:
+    """``P`` (a row-normalized ``(..., L_q, L_k)`` kernel attention matrix) with the rows
+    whose normalizer underflowed recomputed in the log domain.
+
+    ``den (..., L_q, 1)`` are the row sums before normalization, ``mask_dense`` the
+    dense non-negative mask (``(L_q, L_k)`` or with batch dimensions) or None.  Same
+    contract as :func:`recompute_underflowed_rows` (host paths; differentiable on
+    torch; rows of a map without a log-domain form are reported).  ``O(n·L_k·F)`` for
+    ``n`` recomputed rows, on top of the ``O(L_q·L_k)`` the matrix already costs.
+    """
+    xp = namespace(den)
+    low = den[..., 0] < underflow_threshold(den)
+    if not bool(xp.any(low)):
+        return P
+    L_q, L_k = q.shape[-2], k.shape[-2]
+    batch = tuple(den.shape[:-2])
+    if mask_dense is None:
+        support = xp.ones_like(low)
+    else:
+        support = xp.broadcast_to(xp.any(mask_dense > 0, axis=-1), low.shape)
+    bad = to_numpy(low & support)
+    if not bad.any():
+        return P
+    fm = _log_feature_map(feature_map)
+    if fm is None:
+        bad &= to_numpy(den[..., 0] < tiny(den))
+        if bad.any():
+            _warn(int(bad.sum()), "the feature map has no log-domain form")
+        return P
+    qf = _flat(q, batch)
+    kf = _flat(k, batch)
+    masks = None if mask_dense is None else _flat(
+        xp.broadcast_to(mask_dense, (*batch, L_q, L_k)), batch)
+    bad_flat = bad.reshape(-1, L_q)
+    fixed = xp.reshape(P, (-1, L_q, L_k))
+    fixed = fixed.clone() if is_torch(fixed) else np.array(fixed)
+    for b in np.flatnonzero(bad_flat.any(axis=-1)):
+        idx = np.flatnonzero(bad_flat[b])
+        rows = index_like(idx, P)
+        lq, lk = fm._log_features(_float64(qf[b])), fm._log_features(_float64(kf[b]))
+        if masks is None:
+            m = xp.ones((idx.size, L_k), dtype=lq.dtype, device=getattr(lq, "device", None))
+        else:
+            m = _float64(masks[b])[rows]
+        w = _log_domain_weights(lq[rows], lk, m)
+        fixed[b, rows] = w.to(P.dtype) if is_torch(w) else w.astype(P.dtype)
+    return xp.reshape(fixed, P.shape)
+
+
+def _float64(x: Any) -> Any:
+    """``x`` in float64, same kind and device (torch: differentiable cast)."""
+    if is_torch(x):
+        import torch
+
+        return x.to(dtype=torch.float64)
+    return np.asarray(x, dtype=np.float64)
 
 
 def _needs_grad(*arrays: Any) -> bool:

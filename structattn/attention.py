@@ -38,7 +38,7 @@ from ._array import (
 )
 from ._debug import resolve_check_finite
 from ._inputs import prepare_attention_inputs
-from ._underflow import recompute_underflowed_rows
+from ._underflow import recompute_underflowed_matrix_rows, recompute_underflowed_rows
 from ._validate import (
     check_finite_output,
     check_mask_batch,
@@ -433,9 +433,16 @@ def attention_matrix(
             )
         phi_q, phi_k = _features(q, k, feature_map, _is_causal(mask))
         W = phi_q @ xp.matrix_transpose(phi_k)
-        if mask is not None:
-            W = W * mask.to_dense(like=q)
-    P = _safe_divide(W, xp.sum(W, axis=-1, keepdims=True))
+        dense = None if mask is None else mask.to_dense(like=q)
+        if dense is not None:
+            W = W * dense
+    den = xp.sum(W, axis=-1, keepdims=True)
+    P = _safe_divide(W, den)
+    if feature_map is not None and (check_finite or not is_torch(q)) and (
+            feature_map.nonnegative and (mask is None or mask.nonnegative)):
+        # rows whose normalizer underflowed: recomputed in the log domain, as
+        # kernel_attention does (torch outside debug(): no host sync)
+        P = recompute_underflowed_matrix_rows(P, den, q, k, feature_map, dense)
     return check_finite_output(P, "attention_matrix", check_finite)
 
 

@@ -231,3 +231,52 @@ def test_decoding_cache_at_extreme_magnitude(kind, dtype):
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(y[:, :20], ref[:, :20], rtol=0, atol=max(tol, _tol(dtype)["atol"]))
     np.testing.assert_allclose(y[:, 20:], ref[:, 20:], rtol=0, atol=tol * 100)
+
+
+def _log_reference_weights(phi, q, k, M):
+    """The row-normalized matrix of the estimator, dense in float64 logs."""
+    lq = phi._log_features(np.asarray(q, np.float64))
+    lk = phi._log_features(np.asarray(k, np.float64))
+    logits = lq[..., :, None, :] + lk[..., None, :, :]
+    top = logits.max(-1, keepdims=True)
+    logw = top[..., 0] + np.log(np.exp(logits - top).sum(-1))
+    with np.errstate(divide="ignore"):
+        logw = np.where(M > 0, logw + np.log(np.where(M > 0, M, 1.0)), -np.inf)
+    peak = logw.max(-1, keepdims=True)
+    w = np.exp(logw - np.where(np.isfinite(peak), peak, 0.0))
+    return w / w.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masked", ["causal", "band"])
+def test_attention_matrix_rows_are_recomputed(dtype, masked):
+    """attention_matrix(feature_map=PRF) returned zero rows here, without a warning."""
+    q, k, _ = _inputs(dtype, L=40, scale=30.0, seed=11)
+    L = q.shape[-2]
+    phi = sa.PositiveRandomFeatures(dim=16, num_features=32, seed=1)
+    band = np.abs(np.arange(L)[:, None] - np.arange(L)) <= 2
+    kw = {"causal": True} if masked == "causal" else {"mask": band}
+    M = np.tril(np.ones((L, L))) if masked == "causal" else band.astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        P = sa.attention_matrix(q, k, feature_map=phi, **kw)
+    assert P.dtype == dtype
+    np.testing.assert_allclose(P.sum(-1), 1.0, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    ref = _log_reference_weights(phi, q, k, M)
+    np.testing.assert_allclose(P, ref, rtol=0, atol=_tol(dtype)["atol"])
+    # P @ v is kernel_attention's output (same estimator)
+    v = np.random.default_rng(2).standard_normal((*q.shape[:-1], 3)).astype(dtype)
+    out = sa.kernel_attention(q, k, v, phi, **kw)
+    np.testing.assert_allclose(P @ v, out, rtol=0, atol=5 * _tol(dtype)["atol"])
+
+
+def test_attention_matrix_torch_debug_with_gradients():
+    q, k, _ = _inputs(np.float64, L=24, scale=30.0, seed=12)
+    phi = sa.PositiveRandomFeatures(dim=16, num_features=32, seed=1)
+    tq, tk = (torch.from_numpy(a).requires_grad_() for a in (q, k))
+    with sa.debug():
+        P = sa.attention_matrix(tq, tk, feature_map=phi, causal=True)
+    ref = _log_reference_weights(phi, q, k, np.tril(np.ones((24, 24))))
+    np.testing.assert_allclose(P.detach().numpy(), ref, rtol=0, atol=1e-12)
+    (P * torch.arange(24.0, dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(tq.grad).all() and torch.isfinite(tk.grad).all()

@@ -149,24 +149,18 @@ def recompute_underflowed_matrix_rows(
     ``n`` recomputed rows, on top of the ``O(L_q·L_k)`` the matrix already costs.
     """
     xp = namespace(den)
-    low = den[..., 0] < underflow_threshold(den)
-    if not bool(xp.any(low)):
+
+    def support() -> Any:
+        if mask_dense is None:
+            return xp.ones_like(den[..., 0], dtype=xp.bool)
+        return xp.broadcast_to(xp.any(mask_dense > 0, axis=-1), den.shape[:-1])
+
+    found = _rows_to_recompute(den, support, feature_map)
+    if found is None:
         return P
+    bad, fm = found
     L_q, L_k = q.shape[-2], k.shape[-2]
     batch = tuple(den.shape[:-2])
-    if mask_dense is None:
-        support = xp.ones_like(low)
-    else:
-        support = xp.broadcast_to(xp.any(mask_dense > 0, axis=-1), low.shape)
-    bad = to_numpy(low & support)
-    if not bad.any():
-        return P
-    fm = _log_feature_map(feature_map)
-    if fm is None:
-        bad &= to_numpy(den[..., 0] < tiny(den))
-        if bad.any():
-            _warn(int(bad.sum()), "the feature map has no log-domain form")
-        return P
     qf = _flat(q, batch)
     kf = _flat(k, batch)
     masks = None if mask_dense is None else _flat(
@@ -198,6 +192,30 @@ def _float64(x: Any) -> Any:
 
 def _needs_grad(*arrays: Any) -> bool:
     return any(is_torch(a) and a.requires_grad for a in arrays)
+
+
+def _rows_to_recompute(den: Any, support: Any, feature_map: Any
+                       ) -> tuple[np.ndarray, Any] | None:
+    """``(bad rows (..., L_q) on the host, log-domain map)``, or None when nothing is to do.
+
+    One reduction (``den < tiny/eps``) when nothing underflowed; else ``support()``
+    (the rows with a non-empty mask row) restricts the rows.  A map without a log-domain
+    form cannot recompute: the rows its division zeroed are reported, and None returned.
+    """
+    xp = namespace(den)
+    low = den[..., 0] < underflow_threshold(den)
+    if not bool(xp.any(low)):
+        return None
+    bad = to_numpy(low & support())
+    if not bad.any():
+        return None
+    fm = _log_feature_map(feature_map)
+    if fm is None:  # nothing to recompute with: report the rows the division zeroed
+        bad &= to_numpy(den[..., 0] < tiny(den))
+        if bad.any():
+            _warn(int(bad.sum()), "the feature map has no log-domain form")
+        return None
+    return bad, fm
 
 
 def recompute_underflowed_rows(
@@ -235,19 +253,10 @@ def recompute_underflowed_rows(
     One reduction (``den < tiny/eps``) when nothing underflowed; otherwise one mask
     product for the support plus the recomputation (see the module notes).
     """
-    xp = namespace(den)
-    low = den[..., 0] < underflow_threshold(den)
-    if not bool(xp.any(low)):
+    found = _rows_to_recompute(den, lambda: _support(mask, den, k.shape[-2]), feature_map)
+    if found is None:
         return out
-    bad = to_numpy(low & _support(mask, den, k.shape[-2]))
-    if not bad.any():
-        return out
-    fm = _log_feature_map(feature_map)
-    if fm is None:  # nothing to recompute with: report the rows the division zeroed
-        bad &= to_numpy(den[..., 0] < tiny(den))
-        if bad.any():
-            _warn(int(bad.sum()), "the feature map has no log-domain form")
-        return out
+    bad, fm = found
     if getattr(mask, "batch_shape", ()) != ():
         _warn(int(bad.sum()), "masks with a batch shape are not recomputed")
         return out
